@@ -1,0 +1,380 @@
+"""Vectorized decoding of many readouts at once into numpy hit arrays.
+
+This is the fast path: it runs the steps of :func:`astropix_hil.fmt.decode_readout` for all
+readouts of a batch in lock step (one numpy operation per step, over every readout still being
+decoded), so the Python work per batch grows with the number of hits in the fullest readout, not
+with the number of readouts. It agrees with the per-object path hit for hit; the rare words that
+need re-alignment (a start-like byte inside a word *and* a bad word after it) are re-aligned one
+by one with the scalar rule.
+
+Readouts live in one flat ``uint8`` buffer; readout ``i`` is ``buf[starts[i]:ends[i]]``. A file
+buffer can be decoded in place, without copying readout data (:func:`frame_readouts`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .errors import BadReadoutHeaderError
+from .fmt import (
+    BIT_REVERSE_NP,
+    CLOCK_CYCLES_PER_US,
+    CLOCK_ROLLOVER,
+    FIELD_SHIFTS,
+    HIT_DTYPE,
+    HIT_SIZE,
+    IDLE_BYTE,
+    PADDING_BYTE,
+    READOUT_HEADER,
+    READOUT_MAGIC,
+    AstroPix4Readout,
+    Decoding,
+)
+from .fmt import _realign as realign_word
+
+_PAD_WIDTH = HIT_SIZE  # bytes of slack on both sides of the working buffer
+_COL = np.arange(HIT_SIZE)
+_INNER = np.arange(1, HIT_SIZE)
+# Runs longer than this many windows are finished one readout at a time (rare long runs).
+_LOCKSTEP_WINDOWS = 16
+
+
+def _not_skipped(w: np.ndarray) -> np.ndarray:
+    return (w != IDLE_BYTE) & (w != PADDING_BYTE)
+
+
+def _not_idle(w: np.ndarray) -> np.ndarray:
+    return w != IDLE_BYTE
+
+
+def _not_padding(w: np.ndarray) -> np.ndarray:
+    return w != PADDING_BYTE
+
+
+def _is_start(w: np.ndarray) -> np.ndarray:
+    return (w >= 0xE0) & (w != PADDING_BYTE)
+
+
+class Frames(NamedTuple):
+    """Where the readouts of a buffer are: data ``buf[starts[i]:ends[i]]`` of readout ``i``."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    readout_ids: np.ndarray
+    timestamps: np.ndarray
+    #: Offset just past the last complete readout (the rest is an incomplete readout, if any).
+    consumed: int
+
+
+class BulkHits(NamedTuple):
+    """Decoded hits of a batch of readouts."""
+
+    #: One record per hit, dtype :data:`~astropix_hil.fmt.HIT_DTYPE`, in readout then decoding
+    #: order.
+    hits: np.ndarray
+    #: :class:`~astropix_hil.fmt.Decoding` flags of each readout, as bit masks.
+    status: np.ndarray
+    #: Extra bytes at the end of the last readout, for the next batch (or None).
+    extra_bytes: bytes | None
+
+
+class _Windows:
+    """A padded copy of the buffer, read 8 bytes at a time at many positions at once."""
+
+    def __init__(self, buf: np.ndarray) -> None:
+        padded = np.zeros(len(buf) + 2 * _PAD_WIDTH, dtype=np.uint8)
+        padded[_PAD_WIDTH:-_PAD_WIDTH] = buf
+        self.buf = padded
+        self.rows = sliding_window_view(padded, HIT_SIZE)
+
+    def at(self, pos: np.ndarray) -> np.ndarray:
+        """The 8 bytes starting at each position, shape ``(len(pos), 8)``."""
+        return self.rows[pos]
+
+    def run_end(self, pos: np.ndarray, limit: np.ndarray, stop_fn) -> np.ndarray:
+        """For each i, the first p >= pos[i] with p >= limit[i] or stop_fn(byte at p)."""
+        pos = pos.copy()
+        todo = np.flatnonzero(pos < limit)
+        for _ in range(_LOCKSTEP_WINDOWS):
+            if todo.size == 0:
+                return pos
+            p = pos[todo]
+            stop = stop_fn(self.rows[p]) | ((limit[todo] - p)[:, None] <= _COL)
+            first = stop.argmax(axis=1)
+            found = stop[np.arange(todo.size), first]
+            pos[todo] = p + np.where(found, first, HIT_SIZE)
+            todo = todo[~found]
+        for i in todo:
+            lo, hi = pos[i], limit[i]
+            hits = np.flatnonzero(stop_fn(self.buf[lo:hi]))
+            pos[i] = lo + hits[0] if hits.size else hi
+        return pos
+
+    def run_start(self, pos: np.ndarray, floor: np.ndarray, keep_fn) -> np.ndarray:
+        """For each i, the smallest p <= pos[i] with p <= floor[i] or keep_fn(byte at p - 1)."""
+        pos = pos.copy()
+        todo = np.flatnonzero(pos > floor)
+        # Most runs are empty (data from files is already stripped): check one byte first.
+        todo = todo[~keep_fn(self.buf[pos[todo] - 1])]
+        for _ in range(_LOCKSTEP_WINDOWS):
+            if todo.size == 0:
+                return pos
+            p = pos[todo]
+            base = p - HIT_SIZE
+            stop = keep_fn(self.rows[base]) | ((floor[todo] - base)[:, None] > _COL)
+            back = stop[:, ::-1].argmax(axis=1)
+            found = stop[np.arange(todo.size), HIT_SIZE - 1 - back]
+            pos[todo] = np.where(found, p - back, base)
+            todo = todo[~found]
+        for i in todo:
+            lo, hi = floor[i], pos[i]
+            kept = np.flatnonzero(keep_fn(self.buf[lo:hi]))
+            pos[i] = lo + kept[-1] + 1 if kept.size else lo
+        return pos
+
+
+def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  readout_ids: np.ndarray, timestamps: np.ndarray,
+                  extra_bytes: bytes | None = None) -> BulkHits:
+    """Decode the readouts ``buf[starts[i]:ends[i]]`` in order, passing extra bytes along.
+
+    ``extra_bytes`` are the extra bytes of the readout before the first one (None for the first
+    readout of a run).
+    """
+    win = _Windows(np.asarray(buf, dtype=np.uint8))
+    data = win.buf
+    n = len(starts)
+    # Positions below are in the padded buffer.
+    starts = np.asarray(starts, dtype=np.int64) + _PAD_WIDTH
+    # Trailing padding is not part of a readout's data.
+    ends = win.run_start(np.asarray(ends, dtype=np.int64) + _PAD_WIDTH, starts, _not_padding)
+    status = np.zeros(n, dtype=np.uint8)
+    count = np.zeros(n, dtype=np.int64)
+    extra_pos = np.full(n, -1, dtype=np.int64)
+
+    # Orphan bytes: after leading idle/padding, bytes up to the next start byte.
+    first = win.run_end(starts, ends, _not_skipped)
+    inside = first < ends
+    has_orphan = np.zeros(n, dtype=bool)
+    has_orphan[inside] = ~_is_start(data[first[inside]])
+    orphan_idx = np.flatnonzero(has_orphan)
+    o_first = first[orphan_idx]
+    orphan_end = win.run_end(o_first + 1, ends[orphan_idx], _is_start)
+    orphan_len = win.run_start(orphan_end, o_first, _not_idle) - o_first
+    cur = first.copy()
+    cur[orphan_idx] = orphan_end
+
+    hit_rix: list[np.ndarray] = []
+    hit_words: list[np.ndarray] = []
+    hit_order: list[np.ndarray] = []
+    act = np.flatnonzero(cur < ends)
+    pos = cur[act]
+    while act.size:
+        if hit_rix:  # the first pass starts on a non-skipped byte already
+            pos = win.run_end(cur[act], ends[act], _not_skipped)
+        end = ends[act]
+        live = pos < end
+        act, pos, end = act[live], pos[live], end[live]
+        if act.size == 0:
+            break
+        byte = data[pos]
+        truncated = pos + HIT_SIZE >= end
+        if truncated.any():
+            t_act, t_pos = act[truncated], pos[truncated]
+            valid = _is_start(byte[truncated])
+            extra_pos[t_act[valid]] = t_pos[valid]
+            status[t_act[valid]] |= 1 << Decoding.VALID_EXTRA_BYTES
+            status[t_act[~valid]] |= 1 << Decoding.INVALID_EXTRA_BYTES
+            keep = ~truncated
+            act, pos, end, byte = act[keep], pos[keep], end[keep], byte[keep]
+        bad = ~_is_start(byte)
+        if bad.any():
+            status[act[bad]] |= 1 << Decoding.NOT_ALL_BYTES_VISITED
+            keep = ~bad
+            act, pos, end = act[keep], pos[keep], end[keep]
+        if act.size == 0:
+            break
+        words = win.at(pos)
+        # Words with a start-like byte inside and a bad word after them need re-alignment.
+        suspect = np.flatnonzero(_is_start(words[:, 1:]).any(axis=1))
+        if suspect.size:
+            s_end = end[suspect]
+            ahead = win.run_end(pos[suspect] + HIT_SIZE, s_end, _not_skipped)
+            in_range = ahead < s_end
+            bad_ahead = np.zeros(suspect.size, dtype=bool)
+            bad_ahead[in_range] = ~_is_start(data[ahead[in_range]])
+            moved = suspect[bad_ahead]
+            if moved.size:
+                for k in moved:
+                    p, e = int(pos[k]), int(end[k])
+                    pos[k] = p + realign_word(data[p:e].tobytes(), 0, e - p)[0]
+                status[act[moved]] |= 1 << Decoding.INCOMPLETE_DATA_DROPPED
+                words[moved] = win.at(pos[moved])
+                overrun = pos + HIT_SIZE > end
+                if overrun.any():
+                    extra_pos[act[overrun]] = pos[overrun]
+                    status[act[overrun]] |= 1 << Decoding.VALID_EXTRA_BYTES
+                    keep = ~overrun
+                    act, pos, words = act[keep], pos[keep], words[keep]
+        hit_rix.append(act)
+        hit_words.append(words)
+        hit_order.append(count[act])
+        count[act] += 1
+        cur[act] = pos + HIT_SIZE
+
+    # Join orphan bytes with the previous readout's extra bytes.
+    extra_len = np.where(extra_pos >= 0, ends - extra_pos, 0)
+    prev_pos = np.concatenate(([0], extra_pos[:-1]))
+    prev_len = np.concatenate(([0], extra_len[:-1]))
+    carried = np.frombuffer(extra_bytes or b"", dtype=np.uint8)
+    if n and carried.size:
+        prev_len[0] = carried.size
+    o_prev_len = prev_len[orphan_idx]
+    has_prev = o_prev_len > 0
+    matched = has_prev & (o_prev_len + orphan_len == HIT_SIZE)
+    status[orphan_idx[matched]] |= 1 << Decoding.ORPHAN_BYTES_MATCHED
+    status[orphan_idx[has_prev & ~matched]] |= 1 << Decoding.ORPHAN_BYTES_DROPPED
+    status[orphan_idx[~has_prev]] |= 1 << Decoding.ORPHAN_BYTES_NOT_USED
+    m_rix = orphan_idx[matched]
+    m_words = np.empty((m_rix.size, HIT_SIZE), dtype=np.uint8)
+    if m_rix.size:
+        m_len = prev_len[m_rix][:, None]
+        take_prev = m_len > _COL
+        from_prev = (prev_pos[m_rix][:, None] + _COL).clip(0, len(data) - 1)
+        from_orphan = (first[m_rix][:, None] + _COL - m_len).clip(0, len(data) - 1)
+        m_words[:] = data[np.where(take_prev, from_prev, from_orphan)]
+        if m_rix[0] == 0 and carried.size:
+            m_words[0, :carried.size] = carried
+        count[m_rix] += 1
+
+    # Scatter every hit to its place: readout order, then decoding order.
+    offsets = np.concatenate(([0], np.cumsum(count)))
+    total = int(offsets[-1])
+    words = np.empty((total, HIT_SIZE), dtype=np.uint8)
+    rix = np.empty(total, dtype=np.int64)
+    order = np.empty(total, dtype=np.int64)
+    if m_rix.size:
+        first_slot = offsets[m_rix]
+        words[first_slot] = m_words
+        rix[first_slot] = m_rix
+        order[first_slot] = 0
+    if hit_rix:
+        all_rix = np.concatenate(hit_rix)
+        all_order = np.concatenate(hit_order)
+        if m_rix.size:
+            shift = np.zeros(n, dtype=np.int64)
+            shift[m_rix] = 1
+            all_order += shift[all_rix]
+        dest = offsets[all_rix] + all_order
+        words[dest] = np.concatenate(hit_words)
+        rix[dest] = all_rix
+        order[dest] = all_order
+
+    last_extra = extra_bytes if n == 0 else None
+    if n and extra_pos[-1] >= 0:
+        last_extra = data[extra_pos[-1]:ends[-1]].tobytes()
+    hits = hits_from_words(words, np.asarray(readout_ids)[rix], np.asarray(timestamps)[rix], order)
+    return BulkHits(hits, status, last_extra)
+
+
+def hits_from_words(words: np.ndarray, readout_ids: np.ndarray, timestamps: np.ndarray,
+                    decoding_order: np.ndarray) -> np.ndarray:
+    """Hit records from wire words (shape ``(n, 8)``) and the readout fields of each hit."""
+    words = np.asarray(words, dtype=np.uint8).reshape(-1, HIT_SIZE)
+    value = np.ascontiguousarray(BIT_REVERSE_NP[words]).view(">u8").ravel().astype(np.uint64)
+    hits = np.empty(len(value), dtype=HIT_DTYPE)
+    for name, (shift, mask) in FIELD_SHIFTS.items():
+        hits[name] = (value >> np.uint64(shift)) & np.uint64(mask)
+    hits["readout_id"] = readout_ids
+    hits["timestamp"] = timestamps
+    hits["decoding_order"] = decoding_order
+    dec1 = _gray_decode((hits["ts_coarse1"].astype(np.uint32) << 3) | hits["ts_fine1"])
+    dec2 = _gray_decode((hits["ts_coarse2"].astype(np.uint32) << 3) | hits["ts_fine2"])
+    dec2 = np.where(dec2 < dec1, dec2 + CLOCK_ROLLOVER, dec2)
+    hits["ts_dec1"] = dec1
+    hits["ts_dec2"] = dec2
+    hits["tot_us"] = (dec2.astype(np.int64) - dec1) / CLOCK_CYCLES_PER_US
+    return hits
+
+
+def words_from_fields(hits: np.ndarray) -> np.ndarray:
+    """Wire words, shape ``(n, 8)``, from records holding the raw fields of
+    :data:`~astropix_hil.fmt.HIT_FIELDS` (the inverse of :func:`hits_from_words`)."""
+    value = np.zeros(len(hits), dtype=np.uint64)
+    for name, (shift, mask) in FIELD_SHIFTS.items():
+        value |= (np.asarray(hits[name]).astype(np.uint64) & np.uint64(mask)) << np.uint64(shift)
+    return BIT_REVERSE_NP[value.astype(">u8").view(np.uint8).reshape(-1, HIT_SIZE)]
+
+
+def _gray_decode(gray: np.ndarray) -> np.ndarray:
+    gray = gray.astype(np.uint32)
+    for shift in (16, 8, 4, 2, 1):
+        gray ^= gray >> np.uint32(shift)
+    return gray
+
+
+def frame_readouts(buf: np.ndarray, base_offset: int = 0, path: str | None = None) -> Frames:
+    """Locate the serialized readouts that stand back to back in ``buf``.
+
+    Stops before an incomplete readout at the end (its offset is ``consumed``); raises
+    :class:`~astropix_hil.errors.BadReadoutHeaderError` naming the absolute byte offset
+    (``base_offset`` + position) where a readout header was expected and not found.
+    """
+    buf = np.asarray(buf, dtype=np.uint8)
+    size = len(buf)
+    hsize = READOUT_HEADER.size
+    fe = np.flatnonzero(buf[: max(size - hsize + 1, 0)] == READOUT_MAGIC[0])
+    cand = fe[(buf[fe + 1] == READOUT_MAGIC[1]) & (buf[fe + 2] == READOUT_MAGIC[2])]
+    head = sliding_window_view(buf, hsize)[cand] if cand.size else np.empty((0, hsize), np.uint8)
+    ids = np.ascontiguousarray(head[:, 3:7]).view("<u4").ravel()
+    stamps = np.ascontiguousarray(head[:, 7:15]).view("<u8").ravel()
+    lengths = np.ascontiguousarray(head[:, 15:19]).view("<u4").ravel().astype(np.int64)
+    after = cand + hsize + lengths
+    # Fast path: no magic-like bytes inside the data, the candidates are exactly the chain.
+    if cand.size and cand[0] == 0 and np.array_equal(after[:-1], cand[1:]):
+        chain = np.arange(cand.size)
+    else:
+        chain = _walk_chain(cand, after, size)
+    if chain.size and after[chain[-1]] > size:
+        chain = chain[:-1]  # the last one is incomplete
+    consumed = int(after[chain[-1]]) if chain.size else 0
+    _check_tail(buf, consumed, base_offset, path)
+    sel = cand[chain]
+    return Frames(sel + hsize, after[chain], ids[chain], stamps[chain], consumed)
+
+
+def _walk_chain(cand: np.ndarray, after: np.ndarray, size: int) -> np.ndarray:
+    where = {int(c): i for i, c in enumerate(cand)}
+    chain = []
+    pos = 0
+    while pos < size and pos in where:
+        i = where[pos]
+        chain.append(i)
+        pos = int(after[i])
+    return np.asarray(chain, dtype=np.int64)
+
+
+def _check_tail(buf: np.ndarray, consumed: int, base_offset: int, path: str | None) -> None:
+    """What follows the last complete readout must be the start of an incomplete one."""
+    rest = buf[consumed:consumed + 3].tobytes()
+    if rest and READOUT_MAGIC[:len(rest)] != rest:
+        raise BadReadoutHeaderError(
+            f"expected a readout header (fedcba), found {rest.hex()}", path,
+            base_offset + consumed)
+
+
+def decode_readouts(readouts: Sequence[AstroPix4Readout],
+                    extra_bytes: bytes | None = None) -> BulkHits:
+    """Decode a list of readout objects in bulk (passing extra bytes from each to the next)."""
+    datas = [r.data() for r in readouts]
+    lengths = np.fromiter((len(d) for d in datas), dtype=np.int64, count=len(datas))
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    buf = np.frombuffer(b"".join(datas), dtype=np.uint8)
+    ids = np.fromiter((r.readout_id for r in readouts), dtype=np.uint32, count=len(datas))
+    stamps = np.fromiter((r.timestamp for r in readouts), dtype=np.uint64, count=len(datas))
+    return decode_frames(buf, starts, ends, ids, stamps, extra_bytes)

@@ -1,0 +1,48 @@
+"""``apx-hil convert``: decode an ``.apx`` file to a hit table (CSV or numpy)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from ..fileio import iter_hit_chunks, read_header
+from ..fmt import HIT_DTYPE
+from ..hitcsv import write_hits_csv
+
+FORMATS = ("csv", "npy")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert", help="decode an .apx file to one row per hit",
+        description="Decode every hit of an .apx file (extra bytes passed from readout to "
+                    "readout) and write them with the reference decoder's columns. CSV starts "
+                    "with a '#' line holding the file's JSON header.")
+    parser.add_argument("apx", help="input .apx file")
+    parser.add_argument("--format", choices=FORMATS, default="csv", help="output format")
+    parser.add_argument("-o", "--output",
+                        help="output file ('-' for stdout; default: the input with the "
+                             "format's extension)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    output = args.output or f"{os.path.splitext(args.apx)[0]}.{args.format}"
+    header = read_header(args.apx)
+    chunks = (chunk.hits for chunk in iter_hit_chunks(args.apx))
+    if args.format == "npy":
+        hits = np.concatenate([*chunks, np.empty(0, dtype=HIT_DTYPE)])
+        np.save(sys.stdout.buffer if output == "-" else output, hits)
+        count = len(hits)
+    elif output == "-":
+        count = write_hits_csv(sys.stdout, chunks, header)
+    else:
+        with open(output, "w", encoding="utf-8", newline="") as stream:
+            count = write_hits_csv(stream, chunks, header)
+    if output != "-":
+        print(f"{count} hits written to {output}", file=sys.stderr)
+    return 0
+

@@ -1,0 +1,66 @@
+"""The package's exception hierarchy.
+
+Every error names what was wrong and where: a file and byte offset, a datagram's source and
+reason, a serial port and register. Catch :class:`ApxHilError` to catch them all.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class ApxHilError(Exception):
+    """Root of every error raised by astropix_hil."""
+
+
+class FormatError(ApxHilError, ValueError):
+    """Bytes that do not follow the AstroPix readout or ``.apx`` format.
+
+    ``path`` and ``offset`` locate the problem (either may be ``None`` when the bytes did not
+    come from a file); ``reason`` says what was wrong.
+    """
+
+    def __init__(self, reason: str, path: str | os.PathLike | None = None,
+                 offset: int | None = None) -> None:
+        self.reason = reason
+        self.path = None if path is None else os.fspath(path)
+        self.offset = offset
+        where = []
+        if self.path is not None:
+            where.append(self.path)
+        if offset is not None:
+            where.append(f"byte offset {offset}")
+        prefix = f"{', '.join(where)}: " if where else ""
+        super().__init__(f"{prefix}{reason}")
+
+
+class BadMagicError(FormatError):
+    """The file does not start with ``%APXDF``."""
+
+
+class BadHeaderError(FormatError):
+    """The JSON file header cannot be read or does not describe AstroPix4 data."""
+
+
+class BadReadoutHeaderError(FormatError):
+    """A serialized readout does not start with ``fe dc ba``."""
+
+
+class LengthMismatchError(FormatError):
+    """A length field disagrees with the bytes that are actually there."""
+
+
+class TruncatedError(FormatError):
+    """The bytes end in the middle of a header or a readout."""
+
+
+class TruncatedFileWarning(UserWarning):
+    """A file ends inside its last readout; the complete readouts before it were delivered."""
+
+
+class LinkError(ApxHilError, OSError):
+    """The board link failed: timeout, short or garbled reply, port gone."""
+
+
+class LinkTimeoutError(LinkError, TimeoutError):
+    """The board did not answer within the link's timeout."""

@@ -1,0 +1,308 @@
+"""``.apx`` files: read and write readouts, and decode whole files to hit arrays.
+
+Layout (the AstroPix team's format, kept byte for byte): ASCII ``%APXDF``, header length
+``<u32``, a UTF-8 JSON object (``"readout_uid": 4000`` for AstroPix4, any run metadata beside
+it), then serialized readouts back to back (see :mod:`astropix_hil.fmt`).
+
+A file that ends inside its last readout (a DAQ killed mid-write) still delivers every complete
+readout before it, with a :class:`~astropix_hil.errors.TruncatedFileWarning`. Every other
+problem raises a :class:`~astropix_hil.errors.FormatError` naming the file and byte offset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import warnings
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import Any, BinaryIO, NamedTuple
+
+import numpy as np
+
+from .bulk import BulkHits, decode_frames, frame_readouts
+from .errors import (
+    BadHeaderError,
+    BadMagicError,
+    FormatError,
+    LengthMismatchError,
+    TruncatedError,
+    TruncatedFileWarning,
+)
+from .fmt import ASTROPIX4_UID, HIT_DTYPE, READOUT_HEADER, AstroPix4Readout, parse_readout
+
+MAGIC = b"%APXDF"
+_HEADER_LENGTH = struct.Struct("<I")
+READOUT_UID_KEY = "readout_uid"
+#: Readout classes by the uid their files carry.
+READOUT_CLASSES: dict[int, type[AstroPix4Readout]] = {ASTROPIX4_UID: AstroPix4Readout}
+_CHUNK = 1 << 20
+
+
+def encode_header(header: Mapping[str, Any] | None) -> bytes:
+    """The file header bytes (magic, length, JSON) for run metadata ``header``.
+
+    ``readout_uid`` comes first and defaults to AstroPix4's (4000).
+    """
+    content: dict[str, Any] = {READOUT_UID_KEY: ASTROPIX4_UID}
+    if header:
+        content.update(header)
+    if content[READOUT_UID_KEY] not in READOUT_CLASSES:
+        raise ValueError(f"readout_uid {content[READOUT_UID_KEY]!r} is not a known readout "
+                         f"class (known: {sorted(READOUT_CLASSES)})")
+    text = json.dumps(content).encode("utf-8")
+    return MAGIC + _HEADER_LENGTH.pack(len(text)) + text
+
+
+def decode_header(prefix: bytes, path: str | None = None) -> tuple[dict[str, Any], int]:
+    """Parse the file header at the start of ``prefix``; return it and the offset after it.
+
+    Raises a :class:`~astropix_hil.errors.FormatError` subclass that names what is wrong.
+    """
+    if prefix[:len(MAGIC)] != MAGIC:
+        raise BadMagicError(f"not an .apx file: starts with {prefix[:len(MAGIC)]!r}, "
+                            f"expected {MAGIC!r}", path, 0)
+    length_at = len(MAGIC)
+    if len(prefix) < length_at + _HEADER_LENGTH.size:
+        raise TruncatedError("file ends inside the header length field", path, length_at)
+    (length,) = _HEADER_LENGTH.unpack_from(prefix, length_at)
+    text_at = length_at + _HEADER_LENGTH.size
+    if text_at + length > len(prefix):
+        raise LengthMismatchError(f"header length field says {length} bytes, only "
+                                  f"{len(prefix) - text_at} follow", path, length_at)
+    try:
+        header = json.loads(prefix[text_at:text_at + length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadHeaderError(f"header is not UTF-8 JSON: {exc}", path, text_at) from None
+    if not isinstance(header, dict):
+        raise BadHeaderError(f"header is a JSON {type(header).__name__}, not an object",
+                             path, text_at)
+    uid = header.get(READOUT_UID_KEY)
+    if uid not in READOUT_CLASSES:
+        raise BadHeaderError(f"header readout_uid {uid!r} is not a known readout class "
+                             f"(known: {sorted(READOUT_CLASSES)})", path, text_at)
+    return header, text_at + length
+
+
+def _read_header(stream: BinaryIO, path: str) -> tuple[dict[str, Any], int]:
+    prefix = stream.read(len(MAGIC) + _HEADER_LENGTH.size)
+    if len(prefix) == len(MAGIC) + _HEADER_LENGTH.size and prefix.startswith(MAGIC):
+        (length,) = _HEADER_LENGTH.unpack_from(prefix, len(MAGIC))
+        prefix += stream.read(length)
+    return decode_header(prefix, path)
+
+
+class ApxReader:
+    """Iterates the readouts of an ``.apx`` file; ``header`` is its JSON header (a dict)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self._file: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        try:
+            self.header, self.data_offset = _read_header(self._file, self.path)
+        except BaseException:
+            self._file.close()
+            raise
+        self.readout_class = READOUT_CLASSES[self.header[READOUT_UID_KEY]]
+        #: Bytes of an incomplete last readout (0 until the end of a truncated file is reached).
+        self.truncated_bytes = 0
+
+    def __iter__(self) -> Iterator[AstroPix4Readout]:
+        buf = b""
+        base = self.data_offset  # file offset of buf[0]
+        self._file.seek(base)
+        while True:
+            chunk = self._file.read(_CHUNK)
+            buf += chunk
+            pos = 0
+            while True:
+                try:
+                    readout, end = parse_readout(buf, pos)
+                except TruncatedError:
+                    break
+                except FormatError as exc:
+                    raise type(exc)(exc.reason, self.path, base + pos) from None
+                yield readout
+                pos = end
+            buf = buf[pos:]
+            base += pos
+            if not chunk:
+                break
+        if buf:
+            self.truncated_bytes = len(buf)
+            warnings.warn(TruncatedFileWarning(
+                f"{self.path}: file ends inside a readout at byte offset {base} "
+                f"({len(buf)} bytes of it); the readouts before it were read"), stacklevel=2)
+
+    def read_hits(self) -> np.ndarray:
+        """Decode the whole file in bulk (see :func:`read_hits`)."""
+        return read_hits(self.path)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+    def __enter__(self) -> ApxReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class ApxWriter:
+    """Writes readouts to a new ``.apx`` file after a header holding ``header``'s metadata.
+
+    :meth:`flush` hands written bytes to the operating system; :meth:`sync` also waits until
+    they are on the disk. The DAQ decides how often to call them.
+    """
+
+    def __init__(self, path: str | os.PathLike, header: Mapping[str, Any] | None = None) -> None:
+        self.path = os.fspath(path)
+        head = encode_header(header)
+        self.header: dict[str, Any] = json.loads(head[len(MAGIC) + _HEADER_LENGTH.size:])
+        self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        self._file.write(head)
+        self.bytes_written = len(head)
+        self.readouts_written = 0
+
+    def write(self, readout: AstroPix4Readout | bytes) -> int:
+        """Append a readout (or bytes already serialized as readouts); return the bytes written."""
+        data = readout if isinstance(readout, bytes | bytearray | memoryview) else \
+            readout.to_bytes()
+        self._file.write(data)
+        self.bytes_written += len(data)
+        self.readouts_written += 1
+        return len(data)
+
+    def flush(self) -> None:
+        """Hand buffered bytes to the operating system."""
+        self._file.flush()
+
+    def sync(self) -> None:
+        """Flush, and wait until the file's bytes are on the disk."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    @property
+    def closed(self) -> bool:
+        """True once the file is closed."""
+        return self._file.closed
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> ApxWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def apx_open(path: str | os.PathLike, mode: str = "rb",
+             header: Mapping[str, Any] | None = None) -> ApxReader | ApxWriter:
+    """Open an ``.apx`` file: ``"rb"`` iterates its readouts, ``"wb"`` writes them.
+
+    Use it as a context manager. In write mode ``header`` is the run metadata to store in the
+    JSON header beside ``readout_uid``.
+    """
+    if mode == "rb":
+        if header is not None:
+            raise ValueError("a header is only given when writing (mode 'wb')")
+        return ApxReader(path)
+    if mode == "wb":
+        return ApxWriter(path, header)
+    raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON header of an ``.apx`` file."""
+    with open(path, "rb") as stream:
+        return _read_header(stream, os.fspath(path))[0]
+
+
+class HitChunk(NamedTuple):
+    """Hits of a run of consecutive readouts of a file (see :func:`iter_hit_chunks`)."""
+
+    hits: np.ndarray
+    status: np.ndarray
+    readout_ids: np.ndarray
+    timestamps: np.ndarray
+    data_bytes: int
+
+
+def iter_hit_chunks(path: str | os.PathLike,
+                    chunk_bytes: int = 4 << 20) -> Iterator[HitChunk]:
+    """Decode an ``.apx`` file in bulk, a few MB of readouts at a time.
+
+    Extra bytes are passed from readout to readout across chunks, exactly as the per-object
+    path does. A truncated last readout ends the iteration with a warning.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as stream:
+        _, offset = _read_header(stream, path)
+        size = os.fstat(stream.fileno()).st_size
+        if size <= offset:
+            return
+        mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
+        extra: bytes | None = None
+        want = chunk_bytes
+        while offset < size:
+            window = mapped[offset:offset + want]
+            frames = frame_readouts(window, offset, path)
+            if frames.consumed == 0:
+                if offset + want >= size:
+                    warnings.warn(TruncatedFileWarning(
+                        f"{path}: file ends inside a readout at byte offset {offset} "
+                        f"({size - offset} bytes of it); the readouts before it were read"),
+                        stacklevel=2)
+                    return
+                want *= 2  # a readout larger than the window
+                continue
+            result: BulkHits = decode_frames(window, frames.starts, frames.ends,
+                                             frames.readout_ids, frames.timestamps, extra)
+            extra = result.extra_bytes
+            yield HitChunk(result.hits, result.status, frames.readout_ids, frames.timestamps,
+                           int(np.sum(frames.ends - frames.starts)))
+            offset += frames.consumed
+            want = chunk_bytes
+
+
+def read_hits(path: str | os.PathLike) -> np.ndarray:
+    """Decode every hit of an ``.apx`` file into one array of dtype
+    :data:`~astropix_hil.fmt.HIT_DTYPE` (columns as :data:`~astropix_hil.fmt.HIT_COLUMNS`).
+
+    The fast path: agrees hit for hit with decoding the readouts one by one while passing each
+    readout's extra bytes to the next.
+    """
+    chunks = [chunk.hits for chunk in iter_hit_chunks(path)]
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=HIT_DTYPE)
+
+
+def write_apx(path: str | os.PathLike, readouts: Iterator[AstroPix4Readout] | list,
+              header: Mapping[str, Any] | None = None) -> int:
+    """Write readouts to a new ``.apx`` file; return how many were written."""
+    with ApxWriter(path, header) as writer:
+        for readout in readouts:
+            writer.write(readout)
+        return writer.readouts_written
+
+
+__all__ = [
+    "MAGIC",
+    "READOUT_HEADER",
+    "ApxReader",
+    "ApxWriter",
+    "HitChunk",
+    "apx_open",
+    "decode_header",
+    "encode_header",
+    "iter_hit_chunks",
+    "read_header",
+    "read_hits",
+    "write_apx",
+]
