@@ -39,12 +39,13 @@ def test_every_hit_placed_in_a_well_formed_stream_is_decoded_exactly_once(stream
 
 @given(apx.hit_words(), st.integers(1, HIT_SIZE - 1), st.integers(0, 3), st.integers(1, 3))
 def test_a_hit_split_at_any_byte_is_rejoined(word, cut, idle_before, idle_after):
-    # The cut must leave the orphan part recognisable: it may not begin with idle/padding,
-    # hold a start-like byte, or end with idle bytes (the reference rules).
-    tail = word[cut:]
-    assume_ok = (tail[0] not in (0xBC, 0xFF) and not any(0xE0 <= b < 0xFF for b in tail)
-                 and tail[-1] != 0xBC)
-    first = AstroPix4Readout(b"\xbc" * idle_before + word[:cut], 0, 0)
+    # The cut must leave both parts recognisable: the head may not end with padding (stripped
+    # as such); the tail may not begin with idle/padding, hold a start-like byte, or end with
+    # idle bytes (the reference rules).
+    head, tail = word[:cut], word[cut:]
+    assume_ok = (head[-1] != 0xFF and tail[0] not in (0xBC, 0xFF)
+                 and not any(0xE0 <= b < 0xFF for b in tail) and tail[-1] != 0xBC)
+    first = AstroPix4Readout(b"\xbc" * idle_before + head, 0, 0)
     second = AstroPix4Readout(tail + b"\xbc" * idle_after, 1, 1)
     hits = list(decode_stream([first, second]))
     if assume_ok:

@@ -6,7 +6,7 @@ import pytest
 
 from astropix_hil.fileio import apx_open, write_apx
 
-from ..conftest import find_realdata  # noqa: TID252 - shared with the unit tests
+from ..conftest import find_realdata
 
 BENCH_READOUTS = 100_000
 
