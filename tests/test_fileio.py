@@ -208,3 +208,45 @@ def test_open_modes_are_checked(tmp_path):
         apx_open(tmp_path / "x.apx", "ab")
     with pytest.raises(ValueError, match="only given when writing"):
         apx_open(tmp_path / "x.apx", "rb", {"a": 1})
+
+
+def test_writer_keeps_what_the_disk_refused_and_retries_without_loss(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "retry.apx"
+    readouts = make_readouts(20)
+    real_write = os.write
+    refusals = {"left": 2}
+
+    def flaky_write(fd, data):
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data[:7])  # short writes too
+
+    writer = ApxWriter(path, {"run": 1})
+    for readout in readouts[:10]:
+        writer.write(readout)
+    monkeypatch.setattr(os, "write", flaky_write)
+    for _ in range(2):
+        with pytest.raises(OSError, match="No space"):
+            writer.flush()
+        assert writer.readouts_flushed == 0
+    for readout in readouts[10:]:
+        writer.write(readout)
+    writer.flush()
+    monkeypatch.setattr(os, "write", real_write)
+    assert writer.readouts_flushed == 20 and writer.pending_bytes == 0
+    writer.close()
+    with apx_open(path) as reader:
+        assert list(reader) == readouts
+
+
+def test_writer_counts_only_whole_readouts_as_flushed(tmp_path):
+    writer = ApxWriter(tmp_path / "c.apx")
+    writer.write(make_readouts(1)[0])
+    assert (writer.readouts_written, writer.readouts_flushed) == (1, 0)
+    writer.flush()
+    assert writer.readouts_flushed == 1
+    writer.close()

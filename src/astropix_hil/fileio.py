@@ -15,6 +15,7 @@ import json
 import os
 import struct
 import warnings
+from collections import deque
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any, BinaryIO, NamedTuple
@@ -154,46 +155,82 @@ class ApxReader:
 class ApxWriter:
     """Writes readouts to a new ``.apx`` file after a header holding ``header``'s metadata.
 
-    :meth:`flush` hands written bytes to the operating system; :meth:`sync` also waits until
-    they are on the disk. The DAQ decides how often to call them.
+    Readouts are buffered in memory; :meth:`flush` hands them to the operating system (after
+    that, killing the process loses nothing) and :meth:`sync` also waits until they are on the
+    disk. If the operating system refuses a write (disk full, I/O error), :meth:`flush` raises
+    and keeps every byte it could not write, so a later flush retries without loss or
+    duplication. The DAQ decides how often to flush and sync.
     """
 
     def __init__(self, path: str | os.PathLike, header: Mapping[str, Any] | None = None) -> None:
         self.path = os.fspath(path)
         head = encode_header(header)
         self.header: dict[str, Any] = json.loads(head[len(MAGIC) + _HEADER_LENGTH.size:])
-        self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 - closed by close()
-        self._file.write(head)
-        self.bytes_written = len(head)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._pending = bytearray(head)
+        #: Bytes handed to the operating system so far.
+        self.bytes_flushed = 0
+        #: Readouts given to :meth:`write` (flushed or not).
         self.readouts_written = 0
+        #: Readouts whose bytes were all handed to the operating system.
+        self.readouts_flushed = 0
+        self._ends: deque[tuple[int, int]] = deque()  # (byte end, readout count) not flushed
+        self.bytes_written = len(head)
+        self.flush()
 
     def write(self, readout: AstroPix4Readout | bytes) -> int:
-        """Append a readout (or bytes already serialized as readouts); return the bytes written."""
+        """Buffer a readout (or bytes already serialized as readouts); return the byte count."""
         data = readout if isinstance(readout, bytes | bytearray | memoryview) else \
             readout.to_bytes()
-        self._file.write(data)
+        self._pending += data
         self.bytes_written += len(data)
         self.readouts_written += 1
+        self._ends.append((self.bytes_written, self.readouts_written))
         return len(data)
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes written but not yet handed to the operating system."""
+        return len(self._pending)
+
     def flush(self) -> None:
-        """Hand buffered bytes to the operating system."""
-        self._file.flush()
+        """Hand every buffered byte to the operating system.
+
+        Raises :class:`OSError` if it refuses; the bytes not written stay buffered.
+        """
+        if self._fd is None:
+            raise ValueError(f"{self.path}: write to a closed file")
+        view = memoryview(self._pending)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        finally:
+            view.release()
+            del self._pending[:done]
+            self.bytes_flushed += done
+            while self._ends and self._ends[0][0] <= self.bytes_flushed:
+                self.readouts_flushed = self._ends.popleft()[1]
 
     def sync(self) -> None:
         """Flush, and wait until the file's bytes are on the disk."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self.flush()
+        os.fsync(self._fd)
 
     @property
     def closed(self) -> bool:
         """True once the file is closed."""
-        return self._file.closed
+        return self._fd is None
 
     def close(self) -> None:
-        """Flush and close the file."""
-        if not self._file.closed:
-            self._file.close()
+        """Flush and close the file (closing even if the flush fails)."""
+        if self._fd is None:
+            return
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> ApxWriter:
         return self

@@ -1,0 +1,268 @@
+"""The DAQ runner: poll the board, stamp readouts, write them to ``.apx`` and multicast them.
+
+One loop, one thread: poll the board through a :class:`~astropix_hil.link.BoardLink`; stamp
+each readout with a run-local id (consecutive from 0) and the host time in ns; append it to the
+run file; hand it to the multicast sender. The file is the priority:
+
+* written readouts reach the operating system (safe from a crash or SIGKILL of the DAQ) and the
+  disk (safe from power loss) at least every ``sync_interval`` seconds; a refused write (disk
+  full, I/O error) is counted and retried with nothing lost, up to a bounded backlog;
+* the sender never blocks the loop and never raises into it: datagrams it could not send are
+  counted by the sender and reported.
+
+The progress callback gets a :class:`Progress` snapshot every ``progress_interval``; the
+``written`` count in it only ever covers readouts already handed to the operating system.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from . import __version__
+from .bulk import decode_readouts
+from .errors import ApxHilError
+from .fileio import ApxWriter
+from .fmt import AstroPix4Readout
+from .link import BoardLink
+
+log = logging.getLogger(__name__)
+
+
+class ReadoutSender(Protocol):
+    """What the DAQ needs of a multicast sender (:class:`astropix_hil.sock.MulticastSender`)."""
+
+    def send_readout(self, readout: AstroPix4Readout) -> Any: ...
+    def close(self) -> None: ...
+
+
+class DiskBacklogError(ApxHilError, OSError):
+    """The run file refused writes for so long that the unwritten backlog hit its bound."""
+
+
+@dataclass
+class Progress:
+    """A snapshot of the run, as the progress line shows it."""
+
+    elapsed_s: float
+    readouts: int
+    hits: int
+    data_bytes: int
+    #: Readouts handed to the operating system (they survive a crash of the DAQ).
+    written: int
+    readouts_per_s: float
+    hits_per_s: float
+    mb_per_s: float
+    disk_errors: int
+    pending_bytes: int
+    sender: dict[str, Any] = field(default_factory=dict)
+    link: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """One human line."""
+        dropped = self.sender.get("dropped", self.sender.get("send_errors", 0))
+        return (f"{self.elapsed_s:7.1f} s  readouts {self.readouts} "
+                f"({self.readouts_per_s:.0f}/s)  hits {self.hits} ({self.hits_per_s:.0f}/s)  "
+                f"data {self.data_bytes / 1e6:.2f} MB ({self.mb_per_s:.2f} MB/s)  "
+                f"written {self.written}  send drops {dropped}  "
+                f"disk errors {self.disk_errors}  link resyncs {self.link.get('resyncs', 0)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DaqOptions:
+    """How long to run and how often to make data durable and report."""
+
+    readouts: int | None = None
+    duration: float | None = None
+    #: Longest time written readouts wait before they are synced to the disk, in seconds.
+    sync_interval: float = 1.0
+    progress_interval: float = 1.0
+    #: Sleep after an empty poll, so an idle board does not cost a core.
+    idle_sleep: float = 0.0005
+    #: Unwritten bytes tolerated while the disk refuses writes before the run stops.
+    max_backlog_bytes: int = 256 << 20
+    #: Decode hits for the progress line (bulk decoder, once per progress interval).
+    count_hits: bool = True
+
+
+@dataclass
+class DaqResult:
+    """How a run ended."""
+
+    progress: Progress
+    stopped_by: str
+    error: str | None = None
+
+
+def run_header(port: str, options: Mapping[str, Any],
+               configuration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON header of a run: start time, options, chip configuration, software version."""
+    now = time.time_ns()
+    header: dict[str, Any] = {
+        "start_time_ns": now,
+        "start_time_utc": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now / 1e9))
+        + f".{now % 1_000_000_000 // 1000:06d}Z",
+        "software": {"name": "astropix-hil", "version": __version__},
+        "host": socket.gethostname(),
+        "port": port,
+        "args": dict(options),
+    }
+    if configuration is not None:
+        header["configuration"] = dict(configuration)
+    return header
+
+
+class DaqRun:
+    """One DAQ run over ``link`` into ``writer`` (and ``sender``, if given)."""
+
+    def __init__(self, link: BoardLink, writer: ApxWriter, sender: ReadoutSender | None = None,
+                 options: DaqOptions | None = None, *,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.link = link
+        self.writer = writer
+        self.sender = sender
+        self.options = options or DaqOptions()
+        self.on_progress = on_progress
+        self.clock_ns = clock_ns
+        self.stop_event = threading.Event()
+        self.readouts = 0
+        self.hits = 0
+        self.data_bytes = 0
+        self.disk_errors = 0
+        self._start = time.monotonic()
+        self._batch: list[AstroPix4Readout] = []
+        self._extra: bytes | None = None
+        self._last_progress = (self._start, 0, 0, 0)
+
+    def stop(self) -> None:
+        """Ask the loop to end after the readout in hand (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def run(self) -> DaqResult:
+        """Run until the readout count or duration is reached, :meth:`stop`, or a link error.
+
+        Always leaves the run file flushed and closed and the sender closed. A link error ends
+        the run: it is returned in :attr:`DaqResult.error` (and logged), never swallowed.
+        """
+        opts = self.options
+        self._start = now = time.monotonic()
+        self._last_progress = (now, 0, 0, 0)
+        next_sync = now + opts.sync_interval
+        next_progress = now + opts.progress_interval
+        deadline = None if opts.duration is None else now + opts.duration
+        stopped_by, error = "stop", None
+        try:
+            while not self.stop_event.is_set():
+                if opts.readouts is not None and self.readouts >= opts.readouts:
+                    stopped_by = "readouts"
+                    break
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    stopped_by = "duration"
+                    break
+                if now >= next_sync:
+                    self._sync()
+                    next_sync = now + opts.sync_interval
+                if now >= next_progress:
+                    self._report()
+                    next_progress = now + opts.progress_interval
+                data = self.link.poll_readout()
+                if data is None:
+                    if opts.idle_sleep:
+                        time.sleep(opts.idle_sleep)
+                    continue
+                self._take(data)
+        except ApxHilError as exc:
+            stopped_by, error = "error", str(exc)
+            log.error("DAQ stopped: %s", exc)
+        finally:
+            self._finish()
+        return DaqResult(self._progress(), stopped_by, error)
+
+    def _take(self, data: bytes) -> None:
+        readout = AstroPix4Readout(data, self.readouts, self.clock_ns())
+        self.writer.write(readout)
+        if self.sender is not None:
+            self.sender.send_readout(readout)
+        if self.options.count_hits:
+            self._batch.append(readout)
+        self.readouts += 1
+        self.data_bytes += len(readout.data())
+        if self.writer.pending_bytes > self.options.max_backlog_bytes:
+            self._sync()
+
+    def _sync(self) -> None:
+        try:
+            self.writer.sync()
+        except OSError as exc:
+            self.disk_errors += 1
+            log.warning("%s: write failed (%s); %d bytes kept for retry", self.writer.path,
+                        exc, self.writer.pending_bytes)
+            if self.writer.pending_bytes > self.options.max_backlog_bytes:
+                raise DiskBacklogError(
+                    f"{self.writer.path}: disk refused writes until {self.writer.pending_bytes} "
+                    f"bytes were pending (last error: {exc})") from exc
+
+    def _count_hits(self) -> None:
+        if self._batch:
+            result = decode_readouts(self._batch, self._extra)
+            self.hits += len(result.hits)
+            self._extra = result.extra_bytes
+            self._batch = []
+
+    def _progress(self) -> Progress:
+        now = time.monotonic()
+        since, readouts, hits, data = self._last_progress
+        span = max(now - since, 1e-9)
+        stats = getattr(self.sender, "stats", None)
+        sender = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats or {})
+        return Progress(
+            elapsed_s=now - self._start, readouts=self.readouts, hits=self.hits,
+            data_bytes=self.data_bytes, written=self.writer.readouts_flushed,
+            readouts_per_s=(self.readouts - readouts) / span,
+            hits_per_s=(self.hits - hits) / span,
+            mb_per_s=(self.data_bytes - data) / span / 1e6,
+            disk_errors=self.disk_errors, pending_bytes=self.writer.pending_bytes,
+            sender=sender, link=self.link.stats.as_dict())
+
+    def _report(self) -> None:
+        self._count_hits()
+        # Flush first: "written" must only count readouts that are safe from a crash.
+        try:
+            self.writer.flush()
+        except OSError as exc:
+            self.disk_errors += 1
+            log.warning("%s: write failed (%s)", self.writer.path, exc)
+        progress = self._progress()
+        self._last_progress = (time.monotonic(), self.readouts, self.hits, self.data_bytes)
+        if self.on_progress is not None:
+            self.on_progress(progress)
+
+    def _finish(self) -> None:
+        self._count_hits()
+        try:
+            try:
+                self.writer.sync()
+            except OSError as exc:
+                self.disk_errors += 1
+                log.error("%s: final write failed: %s (%d bytes not written)",
+                          self.writer.path, exc, self.writer.pending_bytes)
+        finally:
+            try:
+                self.writer.close()
+            except OSError:
+                pass
+            if self.sender is not None:
+                self.sender.close()
+            self.link.close()
+        if self.on_progress is not None:
+            self.on_progress(self._progress())

@@ -1,0 +1,273 @@
+"""The DAQ side of the board link: register access and the readout poll over a byte stream.
+
+The byte stream is anything with pyserial's port interface (``write``, ``read`` honouring the
+port's ``timeout``, ``in_waiting``, ``reset_input_buffer``, ``close``): a real FTDI USB-serial
+port, a pseudo-terminal served by ``apx-hil board --pty``, the in-process emulator
+(``apxemu://``), or the FT2232H synchronous FIFO backend (``ftdififo://``). Open one with
+:func:`open_port`; the DAQ never knows which it got.
+
+The board protocol is a pluggable class (:class:`BoardLink`): :class:`NexysLink` speaks the
+Nexys register protocol of :mod:`astropix_hil.protocol`. A second firmware (e.g. the A-STEP
+register file over UART at 921600 baud) is a new subclass with the same four methods.
+
+Link trouble never hangs and never yields a wrong readout silently: a reply that does not come
+in time raises :class:`~astropix_hil.errors.LinkTimeoutError` (after retrying a status read),
+stray bytes on the line are drained and counted as a resync, a reply followed by unexpected
+bytes is discarded (its readout counted as lost), and a port that disappears raises
+:class:`~astropix_hil.errors.LinkError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import serial
+
+from .errors import LinkError, LinkTimeoutError
+from .protocol import (
+    READOUT_SIZE,
+    SPI_CONFIG_READ_ONLY,
+    Register,
+    SpiConfig,
+    read_request,
+    write_request,
+)
+
+log = logging.getLogger(__name__)
+
+#: Default time a reply may take to arrive, in seconds.
+DEFAULT_REPLY_TIMEOUT = 1.0
+#: Baud rate of the Nexys board's FTDI UART (ignored by pseudo-terminals and the emulator).
+DEFAULT_BAUDRATE = 3_000_000
+
+
+class Port(Protocol):
+    """The part of pyserial's port interface the link uses."""
+
+    timeout: float | None
+
+    def write(self, data: bytes) -> int | None: ...
+    def read(self, size: int = 1) -> bytes: ...
+    @property
+    def in_waiting(self) -> int: ...
+    def reset_input_buffer(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class LinkStats:
+    """What the link saw, beyond the replies it returned."""
+
+    requests: int = 0
+    #: Replies that did not arrive complete in time.
+    timeouts: int = 0
+    #: Times the line was drained of stray bytes before or after a request.
+    resyncs: int = 0
+    #: Stray bytes drained.
+    garbage_bytes: int = 0
+    #: Readouts discarded because their reply was short or followed by stray bytes.
+    readouts_lost: int = 0
+    #: Polls that found data / found the read FIFO empty.
+    polls_with_data: int = 0
+    polls_empty: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class BoardLink(ABC):
+    """A board protocol over a byte stream: the four operations the DAQ needs."""
+
+    stats: LinkStats
+
+    @abstractmethod
+    def read_register(self, address: int, length: int = 1) -> bytes:
+        """Read ``length`` bytes from a register."""
+
+    @abstractmethod
+    def write_register(self, address: int, value: int) -> None:
+        """Write one byte to a register."""
+
+    @abstractmethod
+    def write_registers(self, address: int, data: bytes) -> None:
+        """Write several bytes to a register."""
+
+    @abstractmethod
+    def poll_readout(self) -> bytes | None:
+        """One readout buffer if the board has data, else None."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the underlying port."""
+
+
+class NexysLink(BoardLink):
+    """The Nexys register protocol (``[op, reg, len_hi, len_lo]`` requests) over ``port``.
+
+    ``reply_timeout`` bounds the wait for each reply; a status read that times out is retried
+    up to ``retries`` times (each retry after draining the line) before the board is declared
+    silent. Reads of the SPI read FIFO are never retried: the board already handed its data
+    out, so a broken reply is counted in :attr:`LinkStats.readouts_lost` instead.
+    """
+
+    def __init__(self, port: Port, *, reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+                 retries: int = 2, readout_size: int = READOUT_SIZE, name: str = "") -> None:
+        self.port = port
+        self.reply_timeout = reply_timeout
+        self.retries = retries
+        self.readout_size = readout_size
+        self.name = name or str(getattr(port, "port", None) or type(port).__name__)
+        self.stats = LinkStats()
+        if getattr(port, "timeout", None) is None:
+            # A blocking read could wait forever for a reply that never comes.
+            port.timeout = min(0.1, reply_timeout)
+
+    # -- I/O shell ---------------------------------------------------------------------------
+
+    def _io(self, what: str, call, *args):
+        try:
+            return call(*args)
+        except serial.SerialTimeoutException as exc:
+            raise LinkTimeoutError(f"{self.name}: {what}: write timed out ({exc})") from exc
+        except (serial.SerialException, OSError, TypeError) as exc:
+            # pyserial raises TypeError from a port closed under it by another thread.
+            raise LinkError(f"{self.name}: {what}: port failed or disappeared ({exc})") from exc
+
+    def _drain(self) -> int:
+        """Discard bytes waiting on the line, and any that follow within a short quiet time."""
+        drained = 0
+        deadline = time.monotonic() + min(0.05, self.reply_timeout)
+        while True:
+            waiting = self._io("drain", lambda: self.port.in_waiting)
+            if waiting:
+                drained += len(self._io("drain", self.port.read, waiting))
+                deadline = time.monotonic() + min(0.05, self.reply_timeout)
+            elif time.monotonic() >= deadline:
+                return drained
+            else:
+                time.sleep(0.002)
+
+    def _resync(self, before: int = 0) -> None:
+        drained = before + self._drain()
+        self.stats.resyncs += 1
+        self.stats.garbage_bytes += drained
+        log.warning("%s: resync, %d stray bytes drained", self.name, drained)
+
+    def _read_exact(self, length: int) -> bytes:
+        deadline = time.monotonic() + self.reply_timeout
+        data = bytearray()
+        while len(data) < length:
+            data += self._io("read", self.port.read, length - len(data))
+            if len(data) < length and time.monotonic() >= deadline:
+                break
+        return bytes(data)
+
+    def _transact(self, request: bytes, length: int, what: str) -> bytes:
+        waiting = self._io(what, lambda: self.port.in_waiting)
+        if waiting:  # stray bytes: they would be taken for the start of our reply
+            self._resync(len(self._io(what, self.port.read, waiting)))
+        self.stats.requests += 1
+        self._io(what, self.port.write, request)
+        if length == 0:
+            return b""
+        reply = self._read_exact(length)
+        if len(reply) < length:
+            self.stats.timeouts += 1
+            self._resync()
+            raise LinkTimeoutError(f"{self.name}: {what}: expected {length} reply bytes, got "
+                                   f"{len(reply)} within {self.reply_timeout} s")
+        return reply
+
+    # -- protocol ----------------------------------------------------------------------------
+
+    def read_register(self, address: int, length: int = 1) -> bytes:
+        what = f"read of {length} bytes from register 0x{address:02x}"
+        return self._transact(read_request(address, length), length, what)
+
+    def write_register(self, address: int, value: int) -> None:
+        self.write_registers(address, bytes([value]))
+
+    def write_registers(self, address: int, data: bytes) -> None:
+        self._transact(write_request(address, data), 0, f"write to register 0x{address:02x}")
+
+    def read_status(self) -> SpiConfig:
+        """The SPI config/status register, retried after a resync if a reply goes missing."""
+        for attempt in range(self.retries + 1):
+            try:
+                status = self.read_register(Register.SPI_CONFIG)
+            except LinkTimeoutError:
+                if attempt == self.retries:
+                    raise LinkTimeoutError(
+                        f"{self.name}: the board stopped answering ({self.retries + 1} status "
+                        f"reads without reply within {self.reply_timeout} s each)") from None
+                continue
+            if self._io("status", lambda: self.port.in_waiting):
+                # More bytes than the 1 we asked for: our byte may be stray too. Try again.
+                self._resync()
+                continue
+            return SpiConfig(status[0])
+        raise LinkError(f"{self.name}: status reads keep arriving with stray bytes; "
+                        f"the line is not usable")
+
+    def poll_readout(self) -> bytes | None:
+        """Poll SPI config bit 4 (read FIFO empty); when clear, read one readout buffer."""
+        if self.read_status() & SpiConfig.READ_FIFO_EMPTY:
+            self.stats.polls_empty += 1
+            return None
+        self.stats.polls_with_data += 1
+        what = f"read of {self.readout_size} bytes from the SPI read FIFO"
+        try:
+            data = self._transact(read_request(Register.SPI_READ_FIFO, self.readout_size),
+                                  self.readout_size, what)
+        except LinkTimeoutError:
+            self.stats.readouts_lost += 1
+            raise
+        if self._io(what, lambda: self.port.in_waiting):
+            # The reply was followed by bytes we did not ask for: it may be misaligned.
+            self.stats.readouts_lost += 1
+            self._resync()
+            log.warning("%s: readout discarded: stray bytes after its reply", self.name)
+            return None
+        return data
+
+    def reset_fifos(self) -> None:
+        """Reset both SPI FIFOs (pulse the reset bits of the config register)."""
+        config = self.read_status() & ~SPI_CONFIG_READ_ONLY
+        resets = SpiConfig.WRITE_FIFO_RESET | SpiConfig.READ_FIFO_RESET
+        self.write_register(Register.SPI_CONFIG, int(config | resets))
+        self.write_register(Register.SPI_CONFIG, int(config))
+
+    def close(self) -> None:
+        try:
+            self.port.close()
+        except (serial.SerialException, OSError):
+            pass
+
+
+def open_port(url: str, *, baudrate: int = DEFAULT_BAUDRATE,
+              timeout: float = 0.1) -> serial.SerialBase:
+    """Open a byte stream to the board with ``serial.serial_for_url``.
+
+    ``url`` is a device (``/dev/ttyUSB0``, ``COM3``), a pseudo-terminal path, or any pyserial
+    URL including ours: ``apxemu://?seed=1&rate=1000`` (in-process virtual board) and
+    ``ftdififo://ftdi:2232h/1`` (FT2232H synchronous FIFO, needs pyftdi). ``timeout`` is the
+    port's read timeout, the granularity at which the link checks its reply deadline.
+    """
+    from . import urlhandler  # noqa: F401 - registers our URL schemes with pyserial
+
+    try:
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout,
+                                     write_timeout=max(1.0, timeout))
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise LinkError(f"cannot open board port {url!r}: {exc}") from exc
+
+
+def open_link(url: str, *, baudrate: int = DEFAULT_BAUDRATE,
+              reply_timeout: float = DEFAULT_REPLY_TIMEOUT) -> NexysLink:
+    """Open ``url`` (see :func:`open_port`) and speak the Nexys protocol over it."""
+    port = open_port(url, baudrate=baudrate, timeout=min(0.1, reply_timeout))
+    return NexysLink(port, reply_timeout=reply_timeout, name=url)
