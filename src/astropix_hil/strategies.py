@@ -127,3 +127,93 @@ __all__ = [
     "well_formed_readout_data",
     "well_formed_streams",
 ]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a lossy network does to ``n`` datagrams sent in order: the order in which copies
+    arrive (indices into the sent list; a repeated index is a duplicate), and those that never
+    arrive."""
+
+    n: int
+    #: Indices of the datagrams in arrival order.
+    arrivals: list[int]
+    #: Indices that never arrive.
+    dropped: frozenset[int]
+
+    def apply(self, datagrams: list) -> list:
+        """The datagrams as they arrive."""
+        return [datagrams[i] for i in self.arrivals]
+
+
+@st.composite
+def datagram_schedules(draw: st.DrawFn, n: int, max_displacement: int = 8,
+                       drop: bool = True, duplicate: bool = True,
+                       keep: tuple[int, ...] = ()) -> Schedule:
+    """A :class:`Schedule` for ``n`` datagrams: each is delivered, dropped or duplicated, and
+    every copy arrives at most ``max_displacement`` places away from where it was sent (0: no
+    reordering). Datagrams in ``keep`` (negative indices count from the end) are delivered
+    once, in place relative to each other.
+    """
+    kept = {i % n for i in keep} if n else set()
+    fates = ["deliver"] + (["drop"] if drop else []) + (["duplicate"] if duplicate else [])
+    slots: list[tuple[float, int]] = []
+    dropped = set()
+    for i in range(n):
+        fate = "deliver" if i in kept else draw(st.sampled_from(fates))
+        if fate == "drop":
+            dropped.add(i)
+            continue
+        copies = 2 if fate == "duplicate" else 1
+        for copy in range(copies):
+            shift = 0 if i in kept else draw(st.integers(0, max_displacement))
+            slots.append((i + shift + copy * 0.5, i))
+    slots.sort(key=lambda slot: slot[0])
+    return Schedule(n, [i for _, i in slots], frozenset(dropped))
+
+
+__all__ += ["Schedule", "datagram_schedules"]
+
+
+# -- emulator configurations (the chip emulator's inputs) -------------------------------------
+
+def anomaly_mixes(forced: bool = True) -> st.SearchStrategy:
+    """:class:`~astropix_hil.emulator.Anomalies`: each kind off, at a random probability, or
+    (with ``forced``) on for every hit that can carry it."""
+    from .emulator import ANOMALY_KINDS, Anomalies
+
+    choices = [st.just(0.0), st.floats(0.0, 1.0)] + ([st.just(1.0)] if forced else [])
+    p = st.one_of(*choices)
+    return st.fixed_dictionaries(dict.fromkeys(ANOMALY_KINDS, p)).map(
+        lambda values: Anomalies(**values))
+
+
+#: TDC values that make wire byte 4 (ts_tdc1) or byte 7 (ts_tdc2) an idle (0xbc) or padding
+#: (0xff) byte for some timestamps: the layouts where the decoder's skipping rules matter.
+_TDC1_EDGES = (0, 26, 27, 30, 31)
+_TDC2_EDGES = (0, 29, 31)
+
+
+@st.composite
+def emulator_configs(draw: st.DrawFn, max_chips: int = 3,
+                     read_sizes: tuple[int, ...] = (32, 48, 100, 256, 2048)) -> object:
+    """:class:`~astropix_hil.emulator.EmulatorConfig` of any mode, rate, chain, read size and
+    anomaly mix, with small batches so that a few readouts cross several of them."""
+    from .emulator import EmulatorConfig
+
+    mode = draw(st.sampled_from(("poisson", "injection")))
+    rate = draw(st.sampled_from((50.0, 1e3, 1e5, 2e6)))
+    ids = draw(st.lists(st.integers(0, 30), min_size=1, max_size=max_chips, unique=True))
+    return EmulatorConfig.build(
+        mode=mode, rate=rate, chip_ids=ids, anomalies=draw(anomaly_mixes()),
+        read_size=draw(st.sampled_from(read_sizes)),
+        poll_interval_ns=draw(st.sampled_from((10_000, 1_000_000, 50_000_000))),
+        chunk_hits=draw(st.integers(1, 400)),
+        ts_tdc1=draw(st.one_of(st.sampled_from(_TDC1_EDGES), st.integers(0, 31))),
+        ts_tdc2=draw(st.one_of(st.sampled_from(_TDC2_EDGES), st.integers(0, 31))),
+        ts_neg1=draw(st.sampled_from((None, 0, 1))), ts_neg2=draw(st.sampled_from((None, 0, 1))),
+        rows=draw(st.integers(1, 32)), cols=draw(st.integers(1, 32)),
+        pixel=(0, 0) if mode == "injection" else None)
+
+
+__all__ += ["anomaly_mixes", "emulator_configs"]

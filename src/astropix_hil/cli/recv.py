@@ -1,0 +1,268 @@
+"""``apx-hil recv``: a monitor; receive readouts, optionally decode, print and count them."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..bulk import decode_frames
+from ..fmt import Decoding, parse_readout
+from ..framing import ReadoutBatch
+from ..hitcsv import column_line, format_rows, header_line
+from ..sock import DEFAULT_GROUP, DEFAULT_PORT, MulticastReceiver
+
+# Longest the loop waits before looking at the clock and the stop flag.
+_TICK = 0.1
+
+
+class StopFlag:
+    """Set by SIGTERM or SIGINT while :meth:`installed`; true once set."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, signum: int | None = None) -> None:
+        self.signal = signum
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` s; true if stopped meanwhile."""
+        return self._event.wait(timeout)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.signal(sig, lambda signum, _frame: self.set(signum))
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """--group, --port, --interface, --key (shared by send and recv)."""
+    parser.add_argument("--group", default=DEFAULT_GROUP,
+                        help="multicast group (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help="UDP port (default %(default)s)")
+    parser.add_argument("--interface", metavar="ADDR|NAME",
+                        help="network interface, by IPv4 address or name (default: routing)")
+    parser.add_argument("--key", metavar="FILE",
+                        help="shared key file: authenticate every datagram (HMAC-SHA256)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "recv", help="receive multicast readouts (a monitor)",
+        description="Receive framed and legacy readouts, print them (and their hits with "
+                    "--hits), and print the receiver's statistics at the end, also when "
+                    "stopped by SIGTERM or SIGINT.")
+    add_network_options(parser)
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument("--count", type=int, metavar="N", help="stop after N readouts")
+    stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--idle-exit", type=float, metavar="S",
+                        help="stop after S seconds without any datagram")
+    parser.add_argument("--hits", action="store_true",
+                        help="decode hits (in bulk) and print them under their readout")
+    parser.add_argument("--csv", metavar="OUT",
+                        help="write the decoded hits to OUT in the reference CSV layout")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print no readouts or hits, only the statistics")
+    parser.add_argument("--json", action="store_true",
+                        help="print the statistics as one JSON line, the last of stdout")
+    parser.add_argument("--allow-sender", action="append", metavar="ADDR",
+                        help="accept datagrams only from this address (repeatable)")
+    parser.add_argument("--rcvbuf", type=int, metavar="BYTES",
+                        help="socket receive buffer (default 8 MiB)")
+    parser.add_argument("--consume-delay", type=float, default=0.0, metavar="S",
+                        help="sleep S seconds per readout (simulates a slow consumer)")
+    parser.add_argument("--reorder-window", type=int, default=1024, metavar="N",
+                        help="datagrams held back waiting for a missing one (default "
+                             "%(default)s)")
+    parser.add_argument("--reorder-timeout", type=float, default=0.05, metavar="S",
+                        help="how long a missing datagram is waited for (default %(default)s)")
+    parser.set_defaults(run=run)
+
+
+class Monitor:
+    """What ``recv`` does with each batch: count, decode, print, write CSV."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.args = args
+        self.out = out
+        self.decode = args.hits or args.csv is not None
+        self.readouts = 0
+        self.hits = 0
+        self.flags = np.zeros(len(Decoding), dtype=np.int64)
+        self.extra: dict[str, bytes | None] = {}
+        self.csv: TextIO | None = None
+
+    def batch(self, batch: ReadoutBatch, limit: int | None, receiver: MulticastReceiver) -> int:
+        """Handle up to ``limit`` readouts of ``batch``; return how many."""
+        data, count = batch.data, batch.count
+        if limit is not None and count > limit:
+            frames = batch.frames()
+            data = data[:int(frames.ends[limit - 1])]
+            count = limit
+        hits = None
+        frames = None
+        if self.decode:
+            batch = ReadoutBatch(batch.stream, batch.source, data, count, batch.first_readout,
+                                 batch.contiguous)
+            frames = batch.frames()
+            extra = self.extra.get(batch.stream) if batch.contiguous else None
+            result = decode_frames(np.frombuffer(data, dtype=np.uint8), frames.starts,
+                                   frames.ends, frames.readout_ids, frames.timestamps, extra)
+            self.extra[batch.stream] = result.extra_bytes
+            hits = result.hits
+            self.hits += len(hits)
+            for flag in Decoding:
+                self.flags[flag] += int(np.count_nonzero((result.status >> flag) & 1))
+            if self.args.csv is not None:
+                self._csv(hits, receiver)
+        if not self.args.quiet:
+            self._print(batch.stream, data, hits)
+        self.readouts += count
+        if self.args.consume_delay > 0:
+            time.sleep(self.args.consume_delay * count)
+        return count
+
+    def _csv(self, hits: np.ndarray, receiver: MulticastReceiver) -> None:
+        if self.csv is None:
+            self.csv = open(self.args.csv, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            header = receiver.stats.run_header
+            if header is not None:
+                self.csv.write(header_line(header))
+            self.csv.write(column_line())
+        self.csv.write(format_rows(hits))
+
+    def _print(self, stream: str, data: bytes, hits: np.ndarray | None) -> None:
+        lines = []
+        offset = h = 0
+        while offset < len(data):
+            readout, offset = parse_readout(data, offset)
+            lines.append(f"readout {readout.readout_id} stream {stream} timestamp "
+                         f"{readout.timestamp} {len(readout.data())} bytes {readout.hex()}")
+            if hits is not None:
+                while h < len(hits) and hits["readout_id"][h] == readout.readout_id:
+                    row = hits[h]
+                    lines.append(f"  hit chip {row['chip_id']} row {row['row']} column "
+                                 f"{row['column']} ts_dec1 {row['ts_dec1']} ts_dec2 "
+                                 f"{row['ts_dec2']} tot_us {row['tot_us']}")
+                    h += 1
+        self.out.write("\n".join(lines) + "\n")
+
+    def close(self) -> None:
+        if self.csv is not None:
+            self.csv.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    stop = StopFlag()
+    receiver = MulticastReceiver(
+        group=args.group, port=args.port, interface=args.interface, key=args.key,
+        allow=args.allow_sender, reorder_window=args.reorder_window,
+        reorder_timeout=args.reorder_timeout,
+        **({} if args.rcvbuf is None else {"rcvbuf": args.rcvbuf}))
+    monitor = Monitor(args, sys.stdout)
+    start = time.monotonic()
+    first = last = None
+    heard = receiver.stats.datagrams
+    heard_at = start
+    reason = "stopped"
+    try:
+        with stop.installed():
+            while True:
+                if stop:
+                    reason = f"signal {signal.Signals(stop.signal).name}" if stop.signal \
+                        else "stopped"
+                    break
+                now = time.monotonic()
+                if args.count is not None and monitor.readouts >= args.count:
+                    reason = "count"
+                    break
+                wait = _TICK
+                if args.duration is not None:
+                    if now - start >= args.duration:
+                        reason = "duration"
+                        break
+                    wait = min(wait, start + args.duration - now)
+                if args.idle_exit is not None:
+                    if receiver.stats.datagrams != heard:
+                        heard, heard_at = receiver.stats.datagrams, now
+                    elif now - heard_at >= args.idle_exit:
+                        reason = "idle"
+                        break
+                    wait = min(wait, heard_at + args.idle_exit - now)
+                try:
+                    batch = receiver.receive_batch(timeout=max(wait, 0.0))
+                except TimeoutError:
+                    continue
+                limit = None if args.count is None else args.count - monitor.readouts
+                monitor.batch(batch, limit, receiver)
+                last = time.monotonic()
+                first = first if first is not None else last
+            receiver.finish()
+    finally:
+        receiver.close()
+        monitor.close()
+    _report(args, receiver, monitor, reason, first, last, time.monotonic() - start)
+    return 0
+
+
+def _report(args: argparse.Namespace, receiver: MulticastReceiver, monitor: Monitor,
+            reason: str, first: float | None, last: float | None, elapsed: float) -> None:
+    stats = receiver.stats.to_dict()
+    busy = (last - first) if first is not None and last is not None else 0.0
+    consumed: dict[str, Any] = {
+        "readouts": monitor.readouts,
+        "hits": monitor.hits if monitor.decode else None,
+        "decoding_flags": {flag.name: int(monitor.flags[flag]) for flag in Decoding
+                           if monitor.flags[flag]},
+        "elapsed_s": elapsed,
+        "receiving_s": busy,
+        "stop_reason": reason,
+    }
+    if args.json:
+        sys.stdout.write(json.dumps({"consumed": consumed, **stats}) + "\n")
+        sys.stdout.flush()
+        return
+    totals = stats["totals"]
+    lines = [f"received {monitor.readouts} readouts"
+             + (f", {monitor.hits} hits" if monitor.decode else "")
+             + f" in {elapsed:.3f} s ({reason})",
+             f"datagrams {stats['datagrams']}: lost {totals['datagrams_lost']}, duplicates "
+             f"{totals['duplicates']}, reordered {totals['reordered']}, late {totals['late']}, "
+             f"malformed {totals['malformed']}",
+             f"readouts lost {totals['readouts_lost']}, fragments incomplete "
+             f"{totals['fragments_incomplete']}, restarts {stats['restarts']}, socket drops "
+             f"{stats['socket_drops']}"]
+    bad = {k: v for k, v in stats["malformed"].items() if v}
+    if bad:
+        lines.append("malformed " + ", ".join(f"{k}: {v}" for k, v in bad.items()))
+    for key, s in stats["streams"].items():
+        lines.append(f"stream {key} from {s['source']}: {s['readouts_received']} readouts, "
+                     f"{s['readouts_lost']} lost, {s['datagrams_received']} datagrams, "
+                     f"{s['datagrams_lost']} lost" + (", ended" if s["ended"] else "")
+                     + (", joined late" if s["joined_late"] else ""))
+    if stats["run_header"] is not None:
+        lines.append(f"run header keys: {', '.join(sorted(stats['run_header']))}")
+    print("\n".join(lines), file=sys.stderr)

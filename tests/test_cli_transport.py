@@ -1,0 +1,153 @@
+"""``apx-hil send`` and ``apx-hil recv`` as separate processes in a network namespace."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from astropix_hil.cli import main
+from astropix_hil.fileio import write_apx
+from astropix_hil.fmt import AstroPix4Readout
+from astropix_hil.hitcsv import read_hits_csv
+
+from .netns import Netns, made_netns
+
+PORT = 5007
+TIMEOUT = 60
+
+
+
+@pytest.fixture
+def ns():
+    """A network namespace of this test's own."""
+    yield from made_netns()
+
+def wait_listening(ns: Netns, proc: subprocess.Popen, port: int = PORT,
+                   count: int = 1) -> None:
+    """Until ``count`` UDP sockets are bound to ``port`` in the namespace (bounded)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the receiver ended before listening"
+        with ns.entered(), open("/proc/thread-self/net/udp") as table:
+            bound = sum(line.split()[1].endswith(f":{port:04X}") for line in table)
+        if bound >= count:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"nothing listens on UDP port {port} after 20 s")
+
+
+def recv(ns: Netns, *args: str) -> subprocess.Popen:
+    proc = ns.apx_hil("recv", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_listening(ns, proc)
+    return proc
+
+
+def send(ns: Netns, *args: str) -> dict:
+    proc = ns.apx_hil("send", *args, "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      text=True)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    return json.loads(out)
+
+
+def finish(proc: subprocess.Popen) -> tuple[dict, str, str]:
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    return json.loads(out.splitlines()[-1]), out, err
+
+
+def test_replay_of_the_real_run_decodes_to_the_reference_csv(ns, real_apx, real_csv,
+                                                             tmp_path):
+    out_csv = tmp_path / "hits.csv"
+    proc = recv(ns, "--count", "775", "--hits", "--quiet", "--csv", str(out_csv), "--json")
+    sent = send(ns, str(real_apx), "--as-fast-as-possible")
+    stats, _, _ = finish(proc)
+    assert sent["readouts_sent"] == 775 and sent["sender"]["datagrams_failed"] == 0
+    assert stats["consumed"]["readouts"] == 775
+    assert stats["consumed"]["hits"] == 776
+    assert stats["totals"]["readouts_lost"] == stats["totals"]["datagrams_lost"] == 0
+    header, hits = read_hits_csv(out_csv)
+    reference_header, reference = read_hits_csv(real_csv)
+    assert header == reference_header  # from the heartbeat sent first
+    assert (hits == reference).all()
+
+
+def test_recv_prints_readouts_and_their_hits(ns, real_apx):
+    proc = recv(ns, "--count", "3", "--hits")
+    send(ns, str(real_apx), "--as-fast-as-possible")
+    proc.wait(timeout=TIMEOUT)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    lines = out.splitlines()
+    assert lines[0].startswith("readout 0 stream ")
+    assert lines[0].endswith("16 bytes bcbce0401eac0dccc200bcbcbcbcbcbc")
+    assert lines[1] == ("  hit chip 0 row 0 column 9 ts_dec1 66157 ts_dec2 70639 "
+                        "tot_us 224.1")
+    assert "received 3 readouts, 3 hits" in err
+    assert "datagrams" in err and "lost 0" in err
+
+
+def test_sigterm_stops_recv_with_the_statistics(ns, real_apx):
+    proc = recv(ns, "--json", "--quiet")
+    send(ns, str(real_apx), "--as-fast-as-possible")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stats, _, _ = finish(proc)
+    assert stats["consumed"]["stop_reason"] == "signal SIGTERM"
+    assert stats["consumed"]["readouts"] == 775
+    (stream,) = stats["streams"].values()
+    assert stream["ended"] and stream["readouts_lost"] == 0
+
+
+def test_idle_exit_and_legacy_mode(ns, real_apx):
+    proc = recv(ns, "--json", "--quiet", "--idle-exit", "0.5")
+    sent = send(ns, str(real_apx), "--as-fast-as-possible", "--legacy")
+    stats, _, _ = finish(proc)
+    assert sent["sender"]["datagrams_sent"] == 775
+    assert stats["consumed"]["stop_reason"] == "idle"
+    (stream,) = stats["streams"].values()
+    assert stream["legacy"] and stream["readouts_received"] == 775
+    assert stream["readouts_lost"] == 0
+
+
+def test_keys_and_sender_allow_list(ns, real_apx, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    keyed = recv(ns, "--json", "--quiet", "--idle-exit", "0.5", "--key", str(key))
+    send(ns, str(real_apx), "--as-fast-as-possible")
+    stats, _, _ = finish(keyed)
+    assert stats["consumed"]["readouts"] == 0
+    assert stats["malformed"]["unauthenticated"] > 0
+    keyed = recv(ns, "--json", "--quiet", "--idle-exit", "0.5", "--key", str(key),
+                 "--allow-sender", "127.0.0.1")
+    send(ns, str(real_apx), "--as-fast-as-possible", "--key", str(key), "--interface", "lo")
+    stats, _, _ = finish(keyed)
+    assert stats["consumed"]["readouts"] == 775
+    assert sum(stats["malformed"].values()) == 0
+
+
+def test_send_paces_by_rate(ns, tmp_path):
+    path = tmp_path / "run.apx"
+    write_apx(path, [AstroPix4Readout(b"\xbc" * 16, i, i) for i in range(50)])
+    proc = recv(ns, "--json", "--quiet", "--count", "50")
+    sent = send(ns, str(path), "--rate", "200")
+    stats, _, _ = finish(proc)
+    assert sent["elapsed_s"] >= 49 / 200
+    assert stats["consumed"]["readouts"] == 50
+
+
+def test_recv_stops_after_duration_with_nothing_received(ns):
+    proc = recv(ns, "--json", "--duration", "0.3")
+    stats, _, _ = finish(proc)
+    assert stats["consumed"]["stop_reason"] == "duration"
+    assert stats["datagrams"] == 0 and stats["streams"] == {}
+
+
+def test_send_of_a_file_that_is_not_apx_fails_with_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.apx"
+    path.write_bytes(b"not an apx file")
+    assert main(["send", str(path)]) == 1
+    assert "not an .apx file" in capsys.readouterr().err

@@ -1,0 +1,195 @@
+"""Property tests of the datagram format: round trips, exact loss accounting under any drops,
+duplicates and reorderings, and arbitrary bytes never raising."""
+
+from __future__ import annotations
+
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from astropix_hil import strategies as apx
+from astropix_hil.errors import DatagramError
+from astropix_hil.fmt import AstroPix4Readout
+from astropix_hil.framing import (
+    HEADER,
+    MALFORMED_REASONS,
+    FrameDecoder,
+    FrameEncoder,
+    Kind,
+    TransportKey,
+    parse_datagram,
+)
+
+SOURCE = ("198.18.0.1", 40000)
+# Small datagrams, so that hypothesis-sized readouts get fragmented into several pieces.
+MAX_DATAGRAM = 160
+PAYLOAD_LIMIT = MAX_DATAGRAM - HEADER.size
+KEY = TransportKey.from_secret(b"0123456789abcdef-test-key")
+
+
+def readout_lists(max_size: int = 3 * PAYLOAD_LIMIT, max_readouts: int = 12):
+    """Readouts with consecutive ids and data of 0 .. several times the payload limit."""
+    data = st.one_of(apx.readout_bytes(max_size=40), st.binary(max_size=max_size))
+    return st.lists(data, max_size=max_readouts).map(
+        lambda datas: [AstroPix4Readout._parsed(d, i, 1_000 + i) for i, d in enumerate(datas)])
+
+
+def encode(readouts, key=None, send_many=False):
+    """All datagrams of a stream sending ``readouts``: an opening heartbeat, the readouts,
+    a mid-stream heartbeat, the end."""
+    enc = FrameEncoder(now=0.0, max_datagram=MAX_DATAGRAM, header={"run": 7}, key=key)
+    out = enc.poll(0.0)
+    half = len(readouts) // 2
+    if send_many and readouts:
+        out += enc.add_many(b"".join(r.to_bytes() for r in readouts[:half]), 0.001)
+    else:
+        for r in readouts[:half]:
+            out += enc.add(r.to_bytes(), 0.001)
+    out += enc.heartbeat(0.002)
+    for r in readouts[half:]:
+        out += enc.add(r.to_bytes(), 0.003)
+    out += enc.close(0.004)
+    return out
+
+
+def readouts_of(datagram: bytes) -> range:
+    """Readout sequence numbers a datagram carries."""
+    d = parse_datagram(datagram)
+    if d.kind == Kind.DATA:
+        return range(d.readout_seq, d.readout_seq + d.count)
+    if d.kind == Kind.FRAGMENT:
+        return range(d.readout_seq, d.readout_seq + 1)
+    return range(0)
+
+
+def receive(datagrams, keys=None, many=False):
+    dec = FrameDecoder(now=-1.0, keys=keys)  # listening before the stream starts
+    if many:
+        dec.feed_many([(d, SOURCE) for d in datagrams], 0.005)
+    else:
+        for d in datagrams:
+            dec.feed(d, SOURCE, 0.005)
+    dec.finish(0.006)
+    return [r for batch in dec.take() for r in batch.readouts()], dec.stats
+
+
+@given(readout_lists(), st.booleans(), st.booleans(), st.booleans())
+def test_any_readouts_survive_encode_and_decode_unchanged_and_in_order(readouts, many_in,
+                                                                       many_out, keyed):
+    key = KEY if keyed else None
+    got, stats = receive(encode(readouts, key, many_in), key, many_out)
+    assert got == readouts
+    assert [r.to_bytes() for r in got] == [r.to_bytes() for r in readouts]
+    totals = stats.totals()
+    assert totals["readouts_lost"] == totals["datagrams_lost"] == totals["malformed"] == 0
+    assert totals["readouts_received"] == len(readouts)
+    assert stats.run_header == {"run": 7}
+
+
+@given(st.data(), readout_lists(max_readouts=16), st.integers(0, 12))
+def test_lost_count_is_exact_under_drops_duplicates_and_reorderings(data, readouts,
+                                                                    displacement):
+    datagrams = encode(readouts)
+    # The last END heartbeat arrives: it tells the receiver where the stream ends.
+    schedule = data.draw(apx.datagram_schedules(len(datagrams), displacement, keep=(-1,)))
+    got, stats = receive(schedule.apply(datagrams), many=data.draw(st.booleans()))
+    lost = {seq for i in schedule.dropped for seq in readouts_of(datagrams[i])}
+    expected = [r for seq, r in enumerate(readouts) if seq not in lost]
+    # Only intact readouts, each once, in order; exactly the dropped ones missing.
+    assert got == expected
+    totals = stats.totals()
+    assert totals["readouts_lost"] == len(lost)
+    assert totals["datagrams_lost"] == len(schedule.dropped)
+    assert totals["duplicates"] == len(schedule.arrivals) - (len(datagrams)
+                                                            - len(schedule.dropped))
+    assert totals["late"] == 0
+    assert totals["readouts_received"] == len(expected)
+
+
+@given(st.binary(max_size=300), st.booleans())
+def test_arbitrary_bytes_never_raise_and_are_counted(raw, keyed):
+    dec = FrameDecoder(now=0.0, keys=KEY if keyed else None)
+    dec.feed(raw, SOURCE, 0.0)
+    dec.poll(1.0)
+    dec.finish(2.0)
+    stats = dec.stats
+    assert stats.datagrams == 1
+    assert sum(stats.malformed.values()) + sum(s.datagrams_received
+                                               for s in stats.streams.values()) == 1
+    try:
+        parse_datagram(raw)
+    except DatagramError as exc:
+        assert exc.reason in MALFORMED_REASONS
+
+
+@given(st.data(), readout_lists(max_readouts=6))
+def test_altered_datagrams_never_deliver_with_a_key(data, readouts):
+    datagrams = encode(readouts, KEY)
+    i = data.draw(st.integers(0, len(datagrams) - 1))
+    raw = bytearray(datagrams[i])
+    pos = data.draw(st.integers(0, len(raw) - 1))
+    raw[pos] ^= data.draw(st.integers(1, 255))
+    altered = [*datagrams[:i], bytes(raw), *datagrams[i + 1:]]
+    got, stats = receive(altered, KEY)
+    assert sum(stats.malformed.values()) == 1
+    lost = set(readouts_of(datagrams[i]))
+    assert got == [r for seq, r in enumerate(readouts) if seq not in lost]
+    assert stats.totals()["readouts_lost"] == len(lost)
+
+
+@given(st.data(), readout_lists(max_readouts=8))
+def test_flipped_bytes_without_a_key_never_raise(data, readouts):
+    datagrams = encode(readouts)
+    mutated = []
+    for raw in datagrams:
+        raw = bytearray(raw)
+        if data.draw(st.booleans()):
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+        if data.draw(st.booleans()):
+            del raw[data.draw(st.integers(0, len(raw) - 1)):]
+        mutated.append(bytes(raw))
+    got, stats = receive(mutated, many=data.draw(st.booleans()))
+    # Whatever arrives is a whole readout; most of them are the ones sent.
+    assert all(isinstance(r, AstroPix4Readout) for r in got)
+    assert stats.datagrams == len(mutated)
+
+
+@given(readout_lists(max_readouts=10), st.integers(0, 10))
+def test_a_receiver_joining_late_counts_nothing_before_it_as_lost(readouts, before):
+    before = min(before, len(readouts))
+    enc = FrameEncoder(now=0.0, max_datagram=MAX_DATAGRAM)
+    enc.poll(0.0)
+    for r in readouts[:before]:
+        enc.add(r.to_bytes(), 0.5)
+    enc.flush(0.5)
+    # The receiver starts at 1 s and hears what is sent from then on.
+    dec = FrameDecoder(now=1.0)
+    heard = []
+    for r in readouts[before:]:
+        heard += enc.add(r.to_bytes(), 1.5)
+    heard += enc.close(2.0)
+    for d in heard:
+        dec.feed(d, SOURCE, 2.0)
+    dec.finish(2.1)
+    (stream,) = dec.stats.streams.values()
+    assert stream.joined_late
+    assert stream.datagrams_lost == stream.readouts_lost == 0
+    assert [r for b in dec.take() for r in b.readouts()] == readouts[before:]
+
+
+@given(readout_lists(max_readouts=10), st.integers(1, 10))
+def test_a_receiver_that_was_listening_counts_the_first_datagrams_lost(readouts, dropped):
+    enc = FrameEncoder(now=1.0, max_datagram=MAX_DATAGRAM)
+    datagrams = enc.poll(1.0)
+    for r in readouts:
+        datagrams += enc.add(r.to_bytes(), 1.5)
+    datagrams += enc.close(2.0)
+    assume(dropped < len(datagrams) - 1)
+    dec = FrameDecoder(now=0.0)  # listening before the stream started
+    for d in datagrams[dropped:]:
+        dec.feed(d, SOURCE, 2.0)
+    dec.finish(2.1)
+    (stream,) = dec.stats.streams.values()
+    assert not stream.joined_late
+    assert stream.datagrams_lost == dropped
+    lost = {seq for d in datagrams[:dropped] for seq in readouts_of(d)}
+    assert stream.readouts_lost == len(lost)
