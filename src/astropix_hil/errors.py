@@ -64,3 +64,47 @@ class LinkError(ApxHilError, OSError):
 
 class LinkTimeoutError(LinkError, TimeoutError):
     """The board did not answer within the link's timeout."""
+
+
+class TransportError(ApxHilError):
+    """The multicast transport was misused or misconfigured (bad key file, closed sender)."""
+
+
+class KeyFileError(TransportError):
+    """A transport key file cannot be read or holds no usable key."""
+
+
+class DatagramError(TransportError, ValueError):
+    """A datagram that does not follow the transport format.
+
+    ``reason`` is the name of the receiver counter it is counted under (``bad_magic``,
+    ``truncated``, ...), ``source`` the sender address if known; the message says what was wrong.
+    """
+
+    def __init__(self, reason: str, detail: str, source: object = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.source = source
+        where = f"datagram from {source}: " if source is not None else "datagram: "
+        super().__init__(f"{where}{reason}: {detail}")
+
+
+class AgentError(ApxHilError):
+    """The ``apx-hil agent`` (or a client of it) failed: names the agent's address and the
+    operation."""
+
+
+class AgentAuthError(AgentError):
+    """A peer of the agent protocol did not prove the shared token, or a frame failed its HMAC."""
+
+
+class AgentProtocolError(AgentError):
+    """Bytes on an agent connection that do not follow the agent protocol."""
+
+
+class EmulatorError(ApxHilError):
+    """The chip emulator or the virtual board was misused."""
+
+
+class EmulatorConfigError(EmulatorError, ValueError):
+    """An emulator option that cannot be used; the message names the option and the value."""
