@@ -1,0 +1,449 @@
+"""The virtual Nexys board: the board side of the register protocol, fed by the emulated chip.
+
+:meth:`VirtualBoard.process` takes whatever bytes the host sent (requests split anywhere) and
+returns exactly the bytes the board sends back: ``length`` bytes for each read, nothing for a
+write (:mod:`astropix_hil.protocol` parses the requests). Time comes from ``clock`` (ns); each
+request first moves the chip's output up to "now" into the read FIFO, so a test with a fake
+clock is deterministic.
+
+The read FIFO holds whole frames (see :mod:`astropix_hil.emulator.layout`): a frame that does
+not fit is dropped whole and counted, and a read of ``0x18`` returns the whole pieces that fit
+in it, then ``0xff`` padding (it also ends at a split hit's forced break). That is what keeps
+:meth:`VirtualBoard.truth` exact: it lists, for the reads served so far, the hits an honest
+decoder reports, numbered as the DAQ numbers readouts (one per non-empty read, from 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+import numpy as np
+
+from .emulator.chipstream import ChipStream
+from .emulator.config import EmulatorConfig
+from .emulator.layout import Fate, Layout
+from .errors import EmulatorConfigError, EmulatorError
+from .fmt import HIT_DTYPE, PADDING_BYTE
+from .hitcsv import write_hits_csv
+from .protocol import SPI_CONFIG_READ_ONLY, Register, RequestParser, SpiConfig
+
+log = logging.getLogger(__name__)
+
+#: Read FIFO size in bytes (a block-RAM FIFO of the firmware; the real depth is not documented).
+DEFAULT_FIFO_SIZE = 16384
+#: The smallest frame (a lone hit): below this much free space the FIFO reports itself full.
+MIN_FRAME_BYTES = 16
+_RESETS_FIFO = SpiConfig.READ_FIFO_RESET | SpiConfig.SPI_MODULE_RESET
+_I8 = np.empty(0, dtype=np.int64)
+
+
+@dataclass
+class BoardStats:
+    """Counters of a :class:`VirtualBoard` (all start at 0)."""
+
+    #: Complete requests handled (reads and writes).
+    requests: int = 0
+    #: Requests with an op other than read or write, dropped as the firmware does.
+    malformed: int = 0
+    reads: int = 0
+    writes: int = 0
+    #: Reads and writes of registers the board does not have (reads return zeros).
+    unknown_register_accesses: int = 0
+    #: Writes to read-only registers (the read FIFO), ignored.
+    ignored_writes: int = 0
+    #: Non-empty reads of the read FIFO: the readouts a DAQ stores, numbered from 0.
+    readouts_served: int = 0
+    #: Reads of the read FIFO that found it empty (all padding).
+    empty_reads: int = 0
+    #: FIFO data bytes sent (padding excluded), and padding bytes sent.
+    bytes_served: int = 0
+    padding_bytes: int = 0
+    #: Hits the chip produced so far, those that entered the read FIFO, and those in
+    #: :meth:`VirtualBoard.truth` (hits_generated = hits_queued + fifo_overflow_hits +
+    #: discarded_hits).
+    hits_generated: int = 0
+    hits_queued: int = 0
+    hits_served: int = 0
+    #: Frames (and their bytes and hits) lost because the FIFO was too full for them.
+    fifo_overflow_frames: int = 0
+    fifo_overflow_bytes: int = 0
+    fifo_overflow_hits: int = 0
+    #: Frames (and hits) lost while a read-FIFO or SPI-module reset was held.
+    discarded_frames: int = 0
+    discarded_hits: int = 0
+    #: Rising edges of the reset bits of SPI_CONFIG.
+    fifo_resets: int = 0
+    spi_resets: int = 0
+    write_fifo_resets: int = 0
+    #: Bytes cleared from the read FIFO by resets.
+    fifo_cleared_bytes: int = 0
+    #: Bytes written to the SPI write FIFO (sent to the chip).
+    spi_bytes_written: int = 0
+    #: Reads shorter than the frame at the head of the FIFO, which had to cut it: from the
+    #: first one on, :meth:`VirtualBoard.truth` is no longer exact.
+    cut_frames: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a dict."""
+        return asdict(self)
+
+
+def _cat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a`` then ``b``; concatenating record arrays costs a dtype promotion, so skip it when
+    one side is empty (the FIFO is usually drained between pushes)."""
+    if len(a) == 0:
+        return b
+    if len(b) == 0:
+        return a
+    return np.concatenate((a, b))
+
+
+def _fit(sizes: np.ndarray, free: int) -> np.ndarray:
+    """Which frames, offered in order, fit in ``free`` bytes (each taken iff it fits)."""
+    accepted = np.zeros(sizes.size, dtype=bool)
+    cum = np.cumsum(sizes)
+    k = int(np.searchsorted(cum, free, side="right"))
+    accepted[:k] = True
+    if k == sizes.size:
+        return accepted
+    left = free - (int(cum[k - 1]) if k else 0)
+    i = k + 1
+    while left >= MIN_FRAME_BYTES and i < sizes.size:
+        later = np.flatnonzero(sizes[i:] <= left)
+        if later.size == 0:
+            break
+        j = i + int(later[0])
+        accepted[j] = True
+        left -= int(sizes[j])
+        i = j + 1
+    return accepted
+
+
+class _ReadFifo:
+    """The read FIFO: bytes, the piece ends inside them, and the hits they hold.
+
+    Positions are absolute: bytes ever pushed, so that a position names one byte for good.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data = bytearray()
+        self.head = 0  # absolute position of data[0]
+        self.piece_ends = _I8
+        self.break_ends = _I8
+        self.hit_pos = _I8
+        self.hit_recs = np.empty(0, dtype=HIT_DTYPE)
+        self.join_at = _I8
+        self.join_recs = np.empty(0, dtype=HIT_DTYPE)
+
+    @property
+    def tail(self) -> int:
+        return self.head + len(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def free(self) -> int:
+        return self.size - len(self.data)
+
+    def push(self, layout: Layout, accepted: np.ndarray) -> None:
+        """Append the accepted frames of a layout."""
+        base = self.tail
+        frame_sizes = np.diff(layout.frame_ends, prepend=0)
+        piece_frame = np.searchsorted(layout.frame_ends, layout.piece_ends, side="left")
+        if accepted.all():
+            data = layout.buf
+            piece_ends = layout.piece_ends
+            where = np.arange(len(layout.hits))
+            moved = None
+        else:
+            byte_kept = np.repeat(accepted, frame_sizes)
+            data = layout.buf[byte_kept]
+            moved = np.cumsum(byte_kept) - byte_kept  # new offset of each kept byte
+            keep = accepted[piece_frame]
+            piece_ends = moved[layout.piece_ends[keep] - 1] + 1
+            where = np.flatnonzero(accepted[layout.hit_frame])
+        self.data += data.tobytes()
+        breaks = layout.piece_breaks if moved is None else layout.piece_breaks[keep]
+        self.piece_ends = _cat(self.piece_ends, piece_ends + base)
+        self.break_ends = _cat(self.break_ends, piece_ends[breaks] + base)
+        fate = layout.hit_fate[where]
+        pos = layout.hit_pos[where]
+        split = layout.hit_split[where]
+        if moved is not None:
+            pos = moved[pos]
+            split = np.where(split >= 0, moved[np.maximum(split, 0)], -1)
+        complete, joined = fate == Fate.COMPLETE, fate == Fate.SPLIT_JOINED
+        self.hit_pos = _cat(self.hit_pos, pos[complete] + base)
+        self.hit_recs = _cat(self.hit_recs, layout.hits[where[complete]])
+        self.join_at = _cat(self.join_at, split[joined] + base)
+        self.join_recs = _cat(self.join_recs, layout.hits[where[joined]])
+
+    def read_end(self, n: int) -> tuple[int, bool]:
+        """Where a read of ``n`` bytes ends, and whether it has to cut a piece."""
+        limit = self.head + n
+        if self.break_ends.size:
+            limit = min(limit, int(self.break_ends[0]))
+        j = int(np.searchsorted(self.piece_ends, limit, side="right"))
+        if j == 0:
+            return min(self.head + n, self.tail), True
+        return int(self.piece_ends[j - 1]), False
+
+    def take(self, end: int) -> bytes:
+        """Remove and return the bytes up to absolute position ``end``."""
+        count = end - self.head
+        out = bytes(self.data[:count])
+        del self.data[:count]
+        self.head = end
+        self.piece_ends = self.piece_ends[np.searchsorted(self.piece_ends, end, side="right"):]
+        self.break_ends = self.break_ends[np.searchsorted(self.break_ends, end, side="right"):]
+        return out
+
+    def hits_in(self, start: int, end: int, joined: bool) -> np.ndarray:
+        """Records the decoder reports for the read ``[start, end)``, in decoding order, and
+        forget every hit that can no longer be reported."""
+        k = int(np.searchsorted(self.hit_pos, end, side="left"))
+        out = self.hit_recs[:k]
+        if joined:
+            j0, j1 = np.searchsorted(self.join_at, [start, start + 1])
+            out = _cat(self.join_recs[j0:j1], out)
+        self.hit_pos, self.hit_recs = self.hit_pos[k:], self.hit_recs[k:]
+        # A split point equal to ``end`` belongs to the next read.
+        j = int(np.searchsorted(self.join_at, end, side="left"))
+        self.join_at, self.join_recs = self.join_at[j:], self.join_recs[j:]
+        return out.copy()
+
+    def clear(self) -> int:
+        """Empty the FIFO; return the bytes it held."""
+        cleared = len(self.data)
+        self.head = self.tail
+        self.data.clear()
+        self.piece_ends = self.break_ends = self.hit_pos = self.join_at = _I8
+        self.hit_recs = self.join_recs = np.empty(0, dtype=HIT_DTYPE)
+        return cleared
+
+
+class VirtualBoard:
+    """The board side of the register protocol, over an emulated chip (see the module doc).
+
+    ``chip`` is a :class:`~astropix_hil.emulator.chipstream.ChipStream`; ``fifo_size`` the
+    read FIFO's size in bytes; ``clock`` a callable returning ns (default
+    :func:`time.monotonic_ns`); the chip's time 0 is the clock's value when the board is made.
+    """
+
+    def __init__(self, chip: ChipStream, *, fifo_size: int = DEFAULT_FIFO_SIZE,
+                 clock: Callable[[], int] | None = None) -> None:
+        if fifo_size < chip.config.read_size:
+            raise EmulatorConfigError(f"fifo_size={fifo_size}: must hold at least one read "
+                                      f"({chip.config.read_size} bytes)")
+        self.chip = chip
+        self.clock = clock if clock is not None else time.monotonic_ns
+        self.stats = BoardStats()
+        self._t0 = self.clock()
+        self._parser = RequestParser()
+        self._fifo = _ReadFifo(fifo_size)
+        self._config = 0
+        self._divider = 0
+        self._truth: list[np.ndarray] = []
+        self._prev_end: int | None = None
+        self._unknown_seen: set[int] = set()
+
+    @classmethod
+    def from_options(cls, seed: int | str = 0, *, fifo_size: int | str = DEFAULT_FIFO_SIZE,
+                     clock: Callable[[], int] | None = None, **options: Any) -> VirtualBoard:
+        """A board over a chip made from simple options, which may be strings (as in
+        ``apxemu://?seed=1&rate=1000``): ``seed``, ``fifo_size`` and any option of
+        :meth:`astropix_hil.emulator.EmulatorConfig.build` (``mode``, ``rate``, ``anomalies``,
+        ``chips``, ...). Bad options raise :class:`~astropix_hil.errors.EmulatorConfigError`
+        (a ValueError) naming them."""
+        seed_value = _integer("seed", seed)
+        size = _integer("fifo_size", fifo_size)
+        config = EmulatorConfig.from_strings(options)
+        return cls(ChipStream(config, seed_value), fifo_size=size, clock=clock)
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    def process(self, data: bytes) -> bytes:
+        """Handle the bytes the host sent; return the bytes the board sends back."""
+        replies = []
+        for request in self._parser.feed(data):
+            self.stats.requests += 1
+            self._pull()
+            if request.is_read:
+                self.stats.reads += 1
+                replies.append(self._read(request.register, request.length))
+            else:
+                self.stats.writes += 1
+                self._write(request.register, request.data)
+        self.stats.malformed = self._parser.malformed
+        return b"".join(replies)
+
+    def _read(self, register: int, length: int) -> bytes:
+        if register == Register.SPI_READ_FIFO:
+            return self._read_fifo(length)
+        if register == Register.SPI_CONFIG:
+            return bytes([self._status()]) * length
+        if register == Register.SPI_CLOCK_DIVIDER:
+            return bytes([self._divider]) * length
+        if register == Register.SPI_WRITE_FIFO:
+            return bytes(length)  # write-only: nothing to read back
+        self._unknown("read", register, length)
+        return bytes(length)
+
+    def _write(self, register: int, data: bytes) -> None:
+        if register == Register.SPI_CONFIG:
+            for value in data:
+                self._write_config(value)
+        elif register == Register.SPI_CLOCK_DIVIDER:
+            if data:
+                self._divider = data[-1]
+        elif register == Register.SPI_WRITE_FIFO:
+            self.stats.spi_bytes_written += len(data)
+        elif register == Register.SPI_READ_FIFO:
+            self.stats.ignored_writes += 1
+            log.debug("write of %d bytes to the read-only read FIFO ignored", len(data))
+        else:
+            self._unknown("write", register, len(data))
+
+    def _unknown(self, what: str, register: int, length: int) -> None:
+        self.stats.unknown_register_accesses += 1
+        level = logging.DEBUG if register in self._unknown_seen else logging.WARNING
+        self._unknown_seen.add(register)
+        log.log(level, "%s of %d bytes at unknown register 0x%02x (%s)", what, length, register,
+                "reads as zeros" if what == "read" else "ignored")
+
+    def _status(self) -> int:
+        value = self._config | SpiConfig.WRITE_FIFO_EMPTY
+        if len(self._fifo) == 0:
+            value |= SpiConfig.READ_FIFO_EMPTY
+        if self._fifo.free < MIN_FRAME_BYTES:
+            value |= SpiConfig.READ_FIFO_FULL
+        return int(value)
+
+    def _write_config(self, value: int) -> None:
+        value &= ~SPI_CONFIG_READ_ONLY & 0xFF
+        rising = value & ~self._config
+        if rising & SpiConfig.WRITE_FIFO_RESET:
+            self.stats.write_fifo_resets += 1
+        if rising & SpiConfig.READ_FIFO_RESET:
+            self.stats.fifo_resets += 1
+        if rising & SpiConfig.SPI_MODULE_RESET:
+            self.stats.spi_resets += 1
+        if rising & _RESETS_FIFO:
+            self.stats.fifo_cleared_bytes += self._fifo.clear()
+        self._config = value
+
+    def _read_fifo(self, length: int) -> bytes:
+        if length == 0:
+            return b""
+        fifo = self._fifo
+        if len(fifo) == 0:
+            self.stats.empty_reads += 1
+            self.stats.padding_bytes += length
+            return bytes([PADDING_BYTE]) * length
+        start = fifo.head
+        end, cut = fifo.read_end(length)
+        if cut:
+            self.stats.cut_frames += 1
+            log.warning("a read of %d bytes cut the frame at the head of the read FIFO; the "
+                        "board's truth is no longer exact", length)
+        data = fifo.take(end)
+        hits = fifo.hits_in(start, end, joined=self._prev_end == start)
+        self._prev_end = end
+        hits["readout_id"] = self.stats.readouts_served
+        hits["timestamp"] = self.clock()
+        hits["decoding_order"] = np.arange(len(hits))
+        self._truth.append(hits)
+        self.stats.readouts_served += 1
+        self.stats.hits_served += len(hits)
+        self.stats.bytes_served += len(data)
+        self.stats.padding_bytes += length - len(data)
+        return data + bytes([PADDING_BYTE]) * (length - len(data))
+
+    # -- the chip feeding the FIFO -----------------------------------------------------------
+
+    def _pull(self) -> None:
+        """Move the chip's frames completed by now into the read FIFO."""
+        for layout in self.chip.take_until(self.clock() - self._t0):
+            self._accept(layout)
+
+    def _accept(self, layout: Layout) -> None:
+        hits = len(layout.hits)
+        self.stats.hits_generated += hits
+        if self._config & _RESETS_FIFO:
+            self.stats.discarded_frames += layout.n_frames
+            self.stats.discarded_hits += hits
+            return
+        sizes = np.diff(layout.frame_ends, prepend=0)
+        accepted = _fit(sizes, self._fifo.free)
+        lost = ~accepted
+        if lost.any():
+            self.stats.fifo_overflow_frames += int(lost.sum())
+            self.stats.fifo_overflow_bytes += int(sizes[lost].sum())
+            self.stats.fifo_overflow_hits += int(lost[layout.hit_frame].sum())
+        if accepted.any():
+            self.stats.hits_queued += hits - int(lost[layout.hit_frame].sum())
+            self._fifo.push(layout, accepted)
+
+    # -- state and truth ------------------------------------------------------------------
+
+    @property
+    def fifo_level(self) -> int:
+        """Bytes in the read FIFO now (without pulling the chip's newest frames)."""
+        return len(self._fifo)
+
+    @property
+    def truth_exact(self) -> bool:
+        """False once a read had to cut a frame (see :attr:`BoardStats.cut_frames`)."""
+        return self.stats.cut_frames == 0
+
+    def truth(self, timestamps: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """The hits an honest decoder reports from the reads served so far (dtype
+        :data:`~astropix_hil.fmt.HIT_DTYPE`), readout_id counting the non-empty reads of the
+        read FIFO from 0, in readout then decoding order.
+
+        ``timestamp`` is the board clock (ns) when the read was served, unless
+        ``timestamps`` gives each readout's host timestamp by readout_id (e.g. the ones the DAQ
+        wrote), so that the truth compares field by field with the decoded file.
+        """
+        out = np.concatenate([np.empty(0, dtype=HIT_DTYPE), *self._truth])
+        if timestamps is not None:
+            stamps = np.asarray(timestamps, dtype=np.uint64)
+            if stamps.size < self.stats.readouts_served:
+                raise EmulatorError(f"{stamps.size} timestamps for "
+                                    f"{self.stats.readouts_served} readouts served")
+            out["timestamp"] = stamps[out["readout_id"]]
+        return out
+
+    def write_truth_csv(self, output: str | os.PathLike | TextIO,
+                        header: Mapping[str, Any] | None = None,
+                        timestamps: Sequence[int] | np.ndarray | None = None) -> int:
+        """Write :meth:`truth` with the columns of ``apx-hil convert`` (a path or an open text
+        stream; ``header`` is the ``#`` JSON line, e.g. the DAQ file's header); return the hit
+        count."""
+        hits = self.truth(timestamps)
+        if isinstance(output, str | os.PathLike):
+            with open(output, "w", encoding="utf-8", newline="") as stream:
+                return write_hits_csv(stream, [hits], header)
+        return write_hits_csv(output, [hits], header)
+
+
+def _integer(name: str, value: int | str) -> int:
+    try:
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, float):
+            if not number.is_integer():
+                raise ValueError
+            number = int(number)
+        return int(number)
+    except (TypeError, ValueError):
+        raise EmulatorConfigError(f"{name}={value!r}: not an integer") from None
+
+
+__all__ = ["DEFAULT_FIFO_SIZE", "BoardStats", "VirtualBoard"]

@@ -1,0 +1,158 @@
+"""``apx-hil emulate``: write emulated readouts to ``.apx`` and their ground truth to CSV."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from ..emulator import Anomalies, Emulator, EmulatorConfig, TotDistribution, write_run
+from ..emulator.config import MODES
+from ..errors import EmulatorConfigError
+
+ANOMALY_HELP = ("anomalies, per hit: KIND=P[,KIND=P...] with P a probability, a bare KIND "
+                "forces it (P=1), 'all' or 'all=P' sets every kind (default P 0.05), 'none' "
+                "(the default) is clean mode. Kinds: no_idle (no idle bytes between hits), "
+                "split (a hit split across two reads), truncated (a hit cut short, the next "
+                "one right behind it), ff_runs (0xff runs between idle bytes), start_like (a "
+                "start-like byte inside a hit word)")
+
+
+def _typed(parse):
+    def convert(text: str):
+        try:
+            return parse(text)
+        except (EmulatorConfigError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text} is not >= 0")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"{text} is not >= 0")
+    return value
+
+
+def _pair(text: str) -> tuple[int, int]:
+    row, _, col = text.partition(",")
+    return int(row), int(col)
+
+
+def _neg(text: str) -> int | None:
+    if text == "random":
+        return None
+    if text in ("0", "1"):
+        return int(text)
+    raise ValueError(f"{text!r} is not 0, 1 or random")
+
+
+def _ids(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "emulate", help="write emulated readouts (.apx) and their ground truth (CSV)",
+        description="Emulate AstroPix4 chips behind the board: readouts byte for byte as the "
+                    "DAQ stores them, and the truth, the hits an honest decoder reports, with "
+                    "the columns of 'apx-hil convert' (on a clean file or any anomaly mix, "
+                    "'apx-hil convert SIM.apx' gives the truth file byte for byte). "
+                    "Deterministic for a seed.")
+    stop = parser.add_mutually_exclusive_group(required=True)
+    stop.add_argument("--readouts", type=_typed(_count), metavar="N", help="emit N readouts")
+    stop.add_argument("--duration", type=_typed(_seconds), metavar="S",
+                      help="emit the readouts of the first S seconds of chip time")
+    parser.add_argument("--out", required=True, metavar="SIM.apx", help="output .apx file")
+    parser.add_argument("--truth", metavar="TRUTH.csv", help="ground-truth hit table (CSV)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--mode", choices=MODES, default="injection",
+                        help="injection: a pulse train at one pixel, as in the real run "
+                             "(default); poisson: random hits over the array")
+    parser.add_argument("--rate", type=float, metavar="HZ",
+                        help="hits (poisson, default 1000) or pulses (injection, default one "
+                             "per 77.36 ms) per second, per chip")
+    parser.add_argument("--anomalies", type=_typed(Anomalies.parse), default=Anomalies(),
+                        metavar="SPEC", help=ANOMALY_HELP)
+    chips = parser.add_mutually_exclusive_group()
+    chips.add_argument("--chips", type=int, default=1, metavar="N",
+                       help="chips in the daisy chain, ids 0..N-1 (default 1)")
+    chips.add_argument("--chip-ids", type=_typed(_ids), metavar="ID,ID...",
+                       help="chip ids of the daisy chain (0 to 30)")
+    parser.add_argument("--read-size", type=int, default=2048, metavar="BYTES",
+                        help="bytes the DAQ reads per readout (default 2048)")
+    parser.add_argument("--poll-interval", type=float, default=1.0, metavar="MS",
+                        help="the DAQ polls the FIFO every MS milliseconds (default 1)")
+    array = parser.add_argument_group("pixels and TOT")
+    array.add_argument("--rows", type=int, default=32, help="array rows (1-32, default 32)")
+    array.add_argument("--cols", type=int, default=16, help="array columns (1-32, default 16)")
+    array.add_argument("--pixel", type=_typed(_pair), metavar="ROW,COL",
+                       help="the fixed pixel (injection default 0,9; poisson: every hit)")
+    array.add_argument("--hot-pixels", metavar="R,C:W;...",
+                       help="poisson: hot pixels with weights over a uniform weight 1")
+    array.add_argument("--tot", type=_typed(TotDistribution.parse), metavar="KIND:A[,B]",
+                       help="TOT in us: normal:MEAN,SIGMA uniform:LO,HI exponential:MEAN "
+                            "fixed:V (injection default normal:235,18, poisson "
+                            "exponential:50)")
+    array.add_argument("--jitter", type=float, default=25.0, metavar="NS",
+                       help="injection: pulse time jitter, sigma in ns (default 25)")
+    fields = parser.add_argument_group("hit fields")
+    for edge in ("1", "2"):
+        fields.add_argument(f"--ts-neg{edge}", type=_typed(_neg), default=None,
+                            metavar="0|1|random", help=f"ts_neg{edge} (default random)")
+        fields.add_argument(f"--ts-tdc{edge}", type=int, default=0, metavar="0-31",
+                            help=f"ts_tdc{edge} (default 0)")
+    parser.add_argument("--counter-phase", type=int, metavar="TICKS",
+                        help="the 17-bit counter's value at time 0 (default: from the seed)")
+    parser.add_argument("--start-ns", type=int, metavar="NS",
+                        help="host time (ns since the epoch) of chip time 0, for readout "
+                             "timestamps (default 2025-07-23 07:25:36 UTC)")
+    parser.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    """The emulator configuration the arguments describe."""
+    options = {
+        "mode": args.mode, "rate": args.rate, "anomalies": args.anomalies,
+        "chips": args.chips, "chip_ids": args.chip_ids, "rows": args.rows, "cols": args.cols,
+        "pixel": args.pixel, "hot_pixels": args.hot_pixels, "tot": args.tot,
+        "jitter_ns": args.jitter, "ts_neg1": args.ts_neg1, "ts_neg2": args.ts_neg2,
+        "ts_tdc1": args.ts_tdc1, "ts_tdc2": args.ts_tdc2, "read_size": args.read_size,
+        "poll_interval_ns": round(args.poll_interval * 1e6),
+        "counter_phase": args.counter_phase,
+    }
+    if args.start_ns is not None:
+        options["start_ns"] = args.start_ns
+    return EmulatorConfig.build(**options)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    for path in (args.out, args.truth):
+        if path and os.path.exists(path) and not args.force:
+            print(f"apx-hil emulate: error: {path} exists (use --force to overwrite)",
+                  file=sys.stderr)
+            return 1
+    emulator = Emulator(config, args.seed)
+    header = {"emulator": {"version": __version__, "seed": args.seed,
+                           "config": config.describe()}}
+    runs = emulator.runs(readouts=args.readouts, duration=args.duration)
+    if args.truth:
+        with open(args.truth, "w", encoding="utf-8", newline="") as truth:
+            summary = write_run(args.out, runs, header, truth)
+    else:
+        summary = write_run(args.out, runs, header)
+    print(f"{summary.readouts} readouts written to {args.out}; {summary.hits} hits in the "
+          f"truth{f' ({args.truth})' if args.truth else ''}; {summary.truncated} truncated "
+          f"and {summary.split_lost} split hits dropped", file=sys.stderr)
+    return 0
