@@ -336,7 +336,7 @@ def test_a_new_stream_from_the_same_host_is_a_restart_and_stats_serialize_to_jso
     assert stats.restarts == 1
     assert stats.streams[f"{2:016x}"].restart_of == f"{1:016x}"
     assert stats.run_header == {"n": 2}
-    data = json.loads(json.dumps(stats.to_dict()))
+    data = json.loads(json.dumps(stats.as_dict()))
     assert data["totals"]["readouts_received"] == 2
     assert data["streams"][f"{1:016x}"]["ended"] is True
 

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Read FIFO size in bytes (a block-RAM FIFO of the firmware; the real depth is not documented).
 DEFAULT_FIFO_SIZE = 16384
+#: Default pull interval of boards made from options (real-time use: pty, apxemu://), s.
+REALTIME_PULL_INTERVAL = 0.001
 #: The smallest frame (a lone hit): below this much free space the FIFO reports itself full.
 MIN_FRAME_BYTES = 16
 _RESETS_FIFO = SpiConfig.READ_FIFO_RESET | SpiConfig.SPI_MODULE_RESET
@@ -238,7 +240,7 @@ class VirtualBoard:
     """
 
     def __init__(self, chip: ChipStream, *, fifo_size: int = DEFAULT_FIFO_SIZE,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None, pull_interval: float = 0.0) -> None:
         if fifo_size < chip.config.read_size:
             raise EmulatorConfigError(f"fifo_size={fifo_size}: must hold at least one read "
                                       f"({chip.config.read_size} bytes)")
@@ -246,6 +248,11 @@ class VirtualBoard:
         self.clock = clock if clock is not None else time.monotonic_ns
         self.stats = BoardStats()
         self._t0 = self.clock()
+        # Moving the chip's output costs a few numpy calls whatever its size: in real time,
+        # do it at most every pull_interval (frames become visible in the FIFO up to that much
+        # later, as if the firmware's SPI transfer took that long).
+        self._pull_every = int(pull_interval * 1e9)
+        self._next_pull = self._t0
         self._parser = RequestParser()
         self._fifo = _ReadFifo(fifo_size)
         self._config = 0
@@ -256,16 +263,25 @@ class VirtualBoard:
 
     @classmethod
     def from_options(cls, seed: int | str = 0, *, fifo_size: int | str = DEFAULT_FIFO_SIZE,
-                     clock: Callable[[], int] | None = None, **options: Any) -> VirtualBoard:
+                     clock: Callable[[], int] | None = None,
+                     pull_interval: float | str = REALTIME_PULL_INTERVAL,
+                     **options: Any) -> VirtualBoard:
         """A board over a chip made from simple options, which may be strings (as in
-        ``apxemu://?seed=1&rate=1000``): ``seed``, ``fifo_size`` and any option of
+        ``apxemu://?seed=1&rate=1000``): ``seed``, ``fifo_size``, ``pull_interval`` (s, default
+        1 ms) and any option of
         :meth:`astropix_hil.emulator.EmulatorConfig.build` (``mode``, ``rate``, ``anomalies``,
         ``chips``, ...). Bad options raise :class:`~astropix_hil.errors.EmulatorConfigError`
         (a ValueError) naming them."""
         seed_value = _integer("seed", seed)
         size = _integer("fifo_size", fifo_size)
         config = EmulatorConfig.from_strings(options)
-        return cls(ChipStream(config, seed_value), fifo_size=size, clock=clock)
+        try:
+            every = float(pull_interval)
+        except ValueError:
+            raise EmulatorConfigError(f"pull_interval={pull_interval!r}: not a number of "
+                                      f"seconds") from None
+        return cls(ChipStream(config, seed_value), fifo_size=size, clock=clock,
+                   pull_interval=every)
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -370,7 +386,11 @@ class VirtualBoard:
 
     def _pull(self) -> None:
         """Move the chip's frames completed by now into the read FIFO."""
-        for layout in self.chip.take_until(self.clock() - self._t0):
+        now = self.clock()
+        if now < self._next_pull:
+            return
+        self._next_pull = now + self._pull_every
+        for layout in self.chip.take_until(now - self._t0):
             self._accept(layout)
 
     def _accept(self, layout: Layout) -> None:

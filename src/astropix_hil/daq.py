@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +33,10 @@ from .fmt import AstroPix4Readout
 from .link import BoardLink
 
 log = logging.getLogger(__name__)
+
+#: Seconds between hand-overs of readouts to the hit-counting thread (small batches keep the
+#: count current and the last batch of a run short).
+HIT_COUNT_INTERVAL = 0.2
 
 
 class ReadoutSender(Protocol):
@@ -60,14 +65,24 @@ class Progress:
     mb_per_s: float
     disk_errors: int
     pending_bytes: int
+    #: False once readouts were left out of the hit count to keep the DAQ at full speed
+    #: (``apx-hil info`` counts a file's hits exactly).
+    hits_exact: bool = True
+    readouts_uncounted: int = 0
     sender: dict[str, Any] = field(default_factory=dict)
     link: dict[str, Any] = field(default_factory=dict)
+    #: Seconds spent in each stage: link (polls and reads), file, multicast, idle (sleeping
+    #: after empty polls) in the loop; hits (decoding for the progress line) beside it.
+    stage_s: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         """One human line."""
-        dropped = self.sender.get("dropped", self.sender.get("send_errors", 0))
+        dropped = self.sender.get("datagrams_failed", 0)
+        hits = (f"hits {self.hits} ({self.hits_per_s:.0f}/s)" if self.hits_exact else
+                f"hits >= {self.hits} (counted in {self.readouts - self.readouts_uncounted} "
+                f"readouts)")
         return (f"{self.elapsed_s:7.1f} s  readouts {self.readouts} "
-                f"({self.readouts_per_s:.0f}/s)  hits {self.hits} ({self.hits_per_s:.0f}/s)  "
+                f"({self.readouts_per_s:.0f}/s)  {hits}  "
                 f"data {self.data_bytes / 1e6:.2f} MB ({self.mb_per_s:.2f} MB/s)  "
                 f"written {self.written}  send drops {dropped}  "
                 f"disk errors {self.disk_errors}  link resyncs {self.link.get('resyncs', 0)}")
@@ -91,6 +106,10 @@ class DaqOptions:
     max_backlog_bytes: int = 256 << 20
     #: Decode hits for the progress line (bulk decoder, once per progress interval).
     count_hits: bool = True
+    #: Share of the run's time the hit counting may take. It shares the interpreter with the
+    #: loop, so when the data rate would make it cost more, batches are skipped (the count
+    #: becomes a lower bound, and says so) rather than slowing the DAQ down.
+    hit_budget: float = 0.2
 
 
 @dataclass
@@ -140,6 +159,11 @@ class DaqRun:
         self.disk_errors = 0
         self._start = time.monotonic()
         self._batch: list[AstroPix4Readout] = []
+        self._counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hit-counter")
+        self._counting: Future | None = None
+        self._chained = True
+        self.readouts_uncounted = 0
+        self.stage_s = dict.fromkeys(("link", "file", "multicast", "hits", "idle"), 0.0)
         self._extra: bytes | None = None
         self._last_progress = (self._start, 0, 0, 0)
 
@@ -158,6 +182,7 @@ class DaqRun:
         self._last_progress = (now, 0, 0, 0)
         next_sync = now + opts.sync_interval
         next_progress = now + opts.progress_interval
+        next_count = now + HIT_COUNT_INTERVAL
         deadline = None if opts.duration is None else now + opts.duration
         stopped_by, error = "stop", None
         try:
@@ -172,15 +197,23 @@ class DaqRun:
                 if now >= next_sync:
                     self._sync()
                     next_sync = now + opts.sync_interval
+                if now >= next_count:
+                    self._count_hits()
+                    next_count = now + HIT_COUNT_INTERVAL
                 if now >= next_progress:
                     self._report()
                     next_progress = now + opts.progress_interval
-                data = self.link.poll_readout()
+                before = time.perf_counter()
+                wanted = None if opts.readouts is None else opts.readouts - self.readouts
+                data = self.link.poll_readout(wanted)
+                after = time.perf_counter()
+                self.stage_s["link"] += after - before
                 if data is None:
                     if opts.idle_sleep:
                         time.sleep(opts.idle_sleep)
+                        self.stage_s["idle"] += time.perf_counter() - after
                     continue
-                self._take(data)
+                self._take(data, after)
         except ApxHilError as exc:
             stopped_by, error = "error", str(exc)
             log.error("DAQ stopped: %s", exc)
@@ -188,11 +221,14 @@ class DaqRun:
             self._finish()
         return DaqResult(self._progress(), stopped_by, error)
 
-    def _take(self, data: bytes) -> None:
+    def _take(self, data: bytes, start: float) -> None:
         readout = AstroPix4Readout(data, self.readouts, self.clock_ns())
         self.writer.write(readout)
+        written = time.perf_counter()
+        self.stage_s["file"] += written - start
         if self.sender is not None:
             self.sender.send_readout(readout)
+            self.stage_s["multicast"] += time.perf_counter() - written
         if self.options.count_hits:
             self._batch.append(readout)
         self.readouts += 1
@@ -201,6 +237,7 @@ class DaqRun:
             self._sync()
 
     def _sync(self) -> None:
+        start = time.perf_counter()
         try:
             self.writer.sync()
         except OSError as exc:
@@ -211,20 +248,44 @@ class DaqRun:
                 raise DiskBacklogError(
                     f"{self.writer.path}: disk refused writes until {self.writer.pending_bytes} "
                     f"bytes were pending (last error: {exc})") from exc
+        finally:
+            self.stage_s["file"] += time.perf_counter() - start
 
-    def _count_hits(self) -> None:
+    def _count_hits(self, final: bool = False) -> None:
+        """Hand the readouts taken since the last call to the hit-counting thread.
+
+        Decoding runs beside the loop, in order, passing extra bytes from batch to batch; the
+        progress line shows the hits counted so far. It shares the interpreter with the loop,
+        so a batch is skipped (and the count marked inexact) when the counter is still busy or
+        over its time budget; the last batch of the run is always counted.
+        """
         if self._batch:
-            result = decode_readouts(self._batch, self._extra)
-            self.hits += len(result.hits)
-            self._extra = result.extra_bytes
+            busy = self._counting is not None and not self._counting.done()
+            over = self.stage_s["hits"] > self.options.hit_budget * (
+                time.monotonic() - self._start)
+            if not final and (busy or over):
+                self.readouts_uncounted += len(self._batch)
+                self._chained = False  # the next batch cannot use this one's extra bytes
+            else:
+                self._counting = self._counter.submit(self._decode_batch, self._batch,
+                                                      self._chained)
+                self._chained = True
             self._batch = []
+        if final:
+            self._counter.shutdown(wait=True)
+
+    def _decode_batch(self, batch: list[AstroPix4Readout], chained: bool) -> None:
+        start = time.perf_counter()
+        result = decode_readouts(batch, self._extra if chained else None)
+        self._extra = result.extra_bytes
+        self.hits += len(result.hits)
+        self.stage_s["hits"] += time.perf_counter() - start
 
     def _progress(self) -> Progress:
         now = time.monotonic()
         since, readouts, hits, data = self._last_progress
         span = max(now - since, 1e-9)
-        stats = getattr(self.sender, "stats", None)
-        sender = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats or {})
+        sender = self.sender.stats.as_dict() if hasattr(self.sender, "stats") else {}
         return Progress(
             elapsed_s=now - self._start, readouts=self.readouts, hits=self.hits,
             data_bytes=self.data_bytes, written=self.writer.readouts_flushed,
@@ -232,10 +293,12 @@ class DaqRun:
             hits_per_s=(self.hits - hits) / span,
             mb_per_s=(self.data_bytes - data) / span / 1e6,
             disk_errors=self.disk_errors, pending_bytes=self.writer.pending_bytes,
-            sender=sender, link=self.link.stats.as_dict())
+            hits_exact=self.readouts_uncounted == 0,
+            readouts_uncounted=self.readouts_uncounted,
+            sender=sender, link=self.link.stats.as_dict(),
+            stage_s={name: round(seconds, 6) for name, seconds in self.stage_s.items()})
 
     def _report(self) -> None:
-        self._count_hits()
         # Flush first: "written" must only count readouts that are safe from a crash.
         try:
             self.writer.flush()
@@ -248,7 +311,10 @@ class DaqRun:
             self.on_progress(progress)
 
     def _finish(self) -> None:
-        self._count_hits()
+        # Readouts the link already took from the board are data: store them too.
+        for data in self.link.take_pending():
+            self._take(data, time.perf_counter())
+        self._count_hits(final=True)
         try:
             try:
                 self.writer.sync()

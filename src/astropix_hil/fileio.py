@@ -200,13 +200,9 @@ class ApxWriter:
         """
         if self._fd is None:
             raise ValueError(f"{self.path}: write to a closed file")
-        view = memoryview(self._pending)
-        done = 0
-        try:
-            while done < len(view):
-                done += os.write(self._fd, view[done:])
-        finally:
-            view.release()
+        while self._pending:
+            # The bytearray itself is passed: no view of it outlives a failed write.
+            done = os.write(self._fd, self._pending)
             del self._pending[:done]
             self.bytes_flushed += done
             while self._ends and self._ends[0][0] <= self.bytes_flushed:

@@ -629,7 +629,7 @@ _COUNTERS = ("datagrams_received", "datagrams_lost", "readouts_received", "reado
 class ReceiverStats:
     """A receiver's counters: per stream, malformed datagrams by reason, and totals.
 
-    :meth:`to_dict` gives plain JSON-serializable data.
+    :meth:`as_dict` gives plain JSON-serializable data.
     """
 
     #: Every datagram read from the socket, good or not.
@@ -656,7 +656,7 @@ class ReceiverStats:
         total["malformed"] = sum(self.malformed.values())
         return total
 
-    def to_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         """The statistics as plain dicts, lists and numbers."""
         return {
             "datagrams": self.datagrams,

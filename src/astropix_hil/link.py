@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -97,8 +98,13 @@ class BoardLink(ABC):
         """Write several bytes to a register."""
 
     @abstractmethod
-    def poll_readout(self) -> bytes | None:
-        """One readout buffer if the board has data, else None."""
+    def poll_readout(self, limit: int | None = None) -> bytes | None:
+        """One readout buffer if the board has data, else None; never take more than
+        ``limit`` readouts from the board (when the protocol reads ahead)."""
+
+    def take_pending(self) -> list[bytes]:
+        """Readouts already taken from the board but not yet returned (read ahead)."""
+        return []
 
     @abstractmethod
     def close(self) -> None:
@@ -115,11 +121,16 @@ class NexysLink(BoardLink):
     """
 
     def __init__(self, port: Port, *, reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
-                 retries: int = 2, readout_size: int = READOUT_SIZE, name: str = "") -> None:
+                 retries: int = 2, readout_size: int = READOUT_SIZE, name: str = "",
+                 burst: int = 4) -> None:
         self.port = port
         self.reply_timeout = reply_timeout
         self.retries = retries
         self.readout_size = readout_size
+        self.burst = max(1, burst)
+        # Status sampled by the board right after the last FIFO read (None: not known).
+        self._status: SpiConfig | None = None
+        self._ready: deque[bytes] = deque()
         self.name = name or str(getattr(port, "port", None) or type(port).__name__)
         self.stats = LinkStats()
         if getattr(port, "timeout", None) is None:
@@ -213,26 +224,55 @@ class NexysLink(BoardLink):
         raise LinkError(f"{self.name}: status reads keep arriving with stray bytes; "
                         f"the line is not usable")
 
-    def poll_readout(self) -> bytes | None:
-        """Poll SPI config bit 4 (read FIFO empty); when clear, read one readout buffer."""
-        if self.read_status() & SpiConfig.READ_FIFO_EMPTY:
+    def poll_readout(self, limit: int | None = None) -> bytes | None:
+        """One readout buffer if the board has data, else None.
+
+        The protocol is the DAQ loop's: poll SPI config bit 4 (read FIFO empty); when it is
+        clear, read ``readout_size`` bytes from the SPI read FIFO. To save a round trip per
+        readout, the next status poll travels in the same write as the read, so while data
+        keeps coming each readout costs one round trip. When the status says the FIFO is
+        full, ``burst`` reads go out at once (a read of a FIFO that ran dry returns padding
+        only, and is not a readout), but never more than ``limit``.
+        """
+        if self._ready:
+            return self._ready.popleft()
+        status, self._status = self._status, None
+        if status is None:
+            status = self.read_status()
+        if status & SpiConfig.READ_FIFO_EMPTY:
             self.stats.polls_empty += 1
             return None
         self.stats.polls_with_data += 1
-        what = f"read of {self.readout_size} bytes from the SPI read FIFO"
+        depth = self.burst if status & SpiConfig.READ_FIFO_FULL else 1
+        if limit is not None:
+            depth = max(1, min(depth, limit))
+        size = self.readout_size
+        fifo_read = read_request(Register.SPI_READ_FIFO, size)
+        request = fifo_read * depth + read_request(Register.SPI_CONFIG, 1)
+        what = f"read of {depth} x {size} bytes from the SPI read FIFO and of the status"
         try:
-            data = self._transact(read_request(Register.SPI_READ_FIFO, self.readout_size),
-                                  self.readout_size, what)
+            reply = self._transact(request, depth * size + 1, what)
         except LinkTimeoutError:
-            self.stats.readouts_lost += 1
+            self.stats.readouts_lost += depth
             raise
         if self._io(what, lambda: self.port.in_waiting):
             # The reply was followed by bytes we did not ask for: it may be misaligned.
-            self.stats.readouts_lost += 1
+            self.stats.readouts_lost += depth
             self._resync()
-            log.warning("%s: readout discarded: stray bytes after its reply", self.name)
+            log.warning("%s: %d readout(s) discarded: stray bytes after the reply", self.name,
+                        depth)
             return None
-        return data
+        self._status = SpiConfig(reply[-1])
+        for i in range(depth):
+            chunk = reply[i * size:(i + 1) * size]
+            if i == 0 or chunk.rstrip(b"\xff"):
+                self._ready.append(chunk)
+        return self._ready.popleft()
+
+    def take_pending(self) -> list[bytes]:
+        pending = list(self._ready)
+        self._ready.clear()
+        return pending
 
     def reset_fifos(self) -> None:
         """Reset both SPI FIFOs (pulse the reset bits of the config register)."""

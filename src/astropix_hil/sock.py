@@ -99,6 +99,29 @@ def _mreqn(group: str, interface: str | None) -> bytes:
     return struct.pack("4s4si", socket.inet_aton(group), socket.inet_aton(address), index)
 
 
+def _join(sock: socket.socket, group: str, interface: str | None) -> list[str]:
+    """Join ``group`` on ``interface``, or on every interface when None; return their names.
+
+    A monitor with no interface given listens everywhere (loopback included), so it hears a DAQ
+    on this host as well as one on the network, whichever interface the DAQ sends on.
+    """
+    if interface is not None:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _mreqn(group, interface))
+        return [interface]
+    joined, errors = [], []
+    for index, name in socket.if_nameindex():
+        mreqn = struct.pack("4s4si", socket.inet_aton(group), bytes(4), index)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        except OSError as exc:  # down, no IPv4, no multicast: not a place to listen
+            errors.append(f"{name}: {exc.strerror}")
+            continue
+        joined.append(name)
+    if not joined:
+        raise TransportError(f"cannot join {group} on any interface ({'; '.join(errors)})")
+    return joined
+
+
 def _check_group(group: str) -> None:
     try:
         first = socket.inet_aton(group)[0]
@@ -116,7 +139,7 @@ def _as_key(key: TransportKey | str | os.PathLike | None) -> TransportKey | None
 
 @dataclass
 class SenderStats:
-    """A sender's counters (JSON-serializable with :meth:`to_dict`)."""
+    """A sender's counters (JSON-serializable with :meth:`as_dict`)."""
 
     stream: str | None = None
     #: Readouts handed to :meth:`MulticastSender.send_readout` / ``send_data``.
@@ -131,7 +154,7 @@ class SenderStats:
     #: Refused datagrams by errno name (``EAGAIN``, ``ENOBUFS``, ``ENETUNREACH``, ``EPERM``...).
     errors: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         """The counters as a plain dict."""
         return {**self.__dict__, "errors": dict(self.errors)}
 
@@ -344,7 +367,7 @@ class MulticastSender:
 
 class MulticastReceiver:
     """Receives the readouts multicast to ``group``:``port`` on ``interface`` (address or
-    name; None: the routing table decides), framed and legacy alike.
+    name; None: every interface, loopback included), framed and legacy alike.
 
     ``key`` (a :class:`~astropix_hil.framing.TransportKey`, a key file, or several keys):
     accept only datagrams authenticated by it. ``allow``: accept only these sender addresses.
@@ -386,8 +409,7 @@ class MulticastReceiver:
                 self._overflow = False
             # Bound to the group, the socket gets this group's datagrams only.
             sock.bind((group, port))
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                            _mreqn(group, interface))
+            _join(sock, group, interface)
             try:
                 sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
             except OSError:

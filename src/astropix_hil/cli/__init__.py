@@ -17,7 +17,9 @@ from .. import __version__
 from ..errors import ApxHilError
 
 #: Subcommand modules, in the order ``apx-hil --help`` lists them.
-COMMANDS = ("daq", "board", "ports", "emulate", "send", "recv", "convert", "info", "import_log")
+COMMANDS = (
+    "daq", "board", "ports", "emulate", "send", "recv", "convert", "info", "import_log", "agent",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, receiver: MulticastReceiver, monitor: Monitor,
             reason: str, first: float | None, last: float | None, elapsed: float) -> None:
-    stats = receiver.stats.to_dict()
+    stats = receiver.stats.as_dict()
     busy = (last - first) if first is not None and last is not None else 0.0
     consumed: dict[str, Any] = {
         "readouts": monitor.readouts,

@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         sending = elapsed
     summary = {"file": args.apx, "readouts_sent": sent, "elapsed_s": sending,
                "readouts_per_s": sent / sending if sending > 0 else None,
-               "legacy": args.legacy, "sender": sender.stats.to_dict()}
+               "legacy": args.legacy, "sender": sender.stats.as_dict()}
     if args.json:
         print(json.dumps(summary))
     else:

@@ -1,0 +1,193 @@
+"""``apx-hil daq``: run the DAQ: poll the board, write ``.apx``, multicast the readouts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from ..daq import DaqOptions, DaqRun, Progress, run_header
+from ..errors import ApxHilError
+from ..fileio import ApxWriter
+from ..link import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, open_link
+
+log = logging.getLogger(__name__)
+
+#: The embedded default board: the emulated chip in injection mode, in this process.
+DEFAULT_PORT = "apxemu://?seed=0&rate=100"
+DEFAULT_MULTICAST = "239.1.1.1:5007"
+#: With the emulated board, multicast stays on this host unless an interface is given.
+EMULATOR_INTERFACE = "127.0.0.1"
+
+
+def send_interface(interface: str | None, port: str) -> str | None:
+    """The interface to multicast on: as given; else loopback for the emulated board (no
+    hardware, no traffic on the lab network); else the routing table's choice (None)."""
+    if interface is not None:
+        return interface
+    return EMULATOR_INTERFACE if port.startswith("apxemu:") else None
+
+
+def group_and_port(text: str) -> tuple[str, int]:
+    """``GROUP:PORT`` as a (group, port) pair; the group must be an IPv4 multicast address."""
+    group, sep, port = text.rpartition(":")
+    try:
+        octets = [int(part) for part in group.split(".")]
+        number = int(port)
+    except ValueError:
+        octets, number = [], -1
+    if not sep or len(octets) != 4 or not 224 <= octets[0] <= 239 or not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not GROUP:PORT with a multicast group "
+                                         f"(224.0.0.0/4), e.g. 239.1.1.1:5007")
+    return group, number
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not > 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not > 0")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "daq", help="run the DAQ: board -> .apx file + multicast",
+        description="Poll the board (SPI config bit 4 clear -> read 2048 bytes of the read "
+                    "FIFO), stamp each readout with a run-local id and the host time, write it "
+                    "to the .apx file and multicast it. With no options: the emulated board, "
+                    "multicast on loopback. Ctrl-C or SIGTERM stop cleanly.")
+    parser.add_argument("--port", default=DEFAULT_PORT,
+                        help="board port: a device (/dev/ttyUSB0, COM3), a pty path, or a "
+                             "pyserial URL: apxemu://?seed=1&rate=1000 (virtual board), "
+                             "ftdififo://ftdi:2232h/1 (FT2232H sync FIFO) "
+                             f"(default: {DEFAULT_PORT})")
+    parser.add_argument("--baudrate", type=int, default=DEFAULT_BAUDRATE,
+                        help=f"serial baud rate (default {DEFAULT_BAUDRATE})")
+    parser.add_argument("--reply-timeout", type=positive_float, default=DEFAULT_REPLY_TIMEOUT,
+                        help="seconds a board reply may take (default %(default)s)")
+    parser.add_argument("--out", help="output .apx (default: apx_<UTC date>_<time>.apx)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument("--readouts", type=positive_int, help="stop after N readouts")
+    stop.add_argument("--duration", type=positive_float, help="stop after S seconds")
+    parser.add_argument("--config", help="chip configuration YAML to store in the header")
+    net = parser.add_argument_group("multicast")
+    net.add_argument("--multicast", type=group_and_port, default=DEFAULT_MULTICAST,
+                     metavar="GROUP:PORT", help=f"where to send (default {DEFAULT_MULTICAST})")
+    net.add_argument("--no-multicast", action="store_true", help="do not send")
+    net.add_argument("--interface",
+                     help="address or name of the interface to send on (default: "
+                          f"{EMULATOR_INTERFACE} with the emulated board, else the routing "
+                          "table's choice)")
+    net.add_argument("--ttl", type=int, default=1,
+                     help="multicast TTL (default 1: the local subnet)")
+    net.add_argument("--key", help="shared key file: authenticate every datagram")
+    net.add_argument("--legacy", action="store_true",
+                     help="send bare readouts, one per datagram (AstroPix tools' format)")
+    parser.add_argument("--sync-interval", type=positive_float, default=1.0,
+                        help="seconds of data at most at risk: written readouts are synced "
+                             "to the disk at least this often (default %(default)s)")
+    parser.add_argument("--progress-interval", type=positive_float, default=1.0,
+                        help="seconds between progress lines (default %(default)s)")
+    parser.add_argument("--no-hits", action="store_true",
+                        help="do not decode hits for the progress line")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON summary on stdout at the end")
+    parser.set_defaults(run=run)
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """The chip configuration YAML (as the AstroPix DAQ scripts write it)."""
+    try:
+        import yaml
+    except ImportError:
+        raise ApxHilError("--config needs PyYAML: pip install 'astropix-hil[yaml]'") from None
+    try:
+        with open(path, encoding="utf-8") as stream:
+            content = yaml.safe_load(stream)
+    except yaml.YAMLError as exc:
+        raise ApxHilError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(content, dict):
+        raise ApxHilError(f"{path}: expected a mapping at the top, got "
+                          f"{type(content).__name__}")
+    return content
+
+
+def _make_sender(args: argparse.Namespace, header: dict[str, Any]):
+    if args.no_multicast:
+        return None
+    from ..sock import MulticastSender
+
+    group, port = args.multicast
+    return MulticastSender(group, port, ttl=args.ttl, interface=args.interface,
+                           legacy=args.legacy, key=args.key, header=header)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or time.strftime("apx_%Y%m%d_%H%M%S.apx", time.gmtime())
+    if os.path.exists(out) and not args.force:
+        raise ApxHilError(f"{out} exists; use --force to overwrite it")
+    configuration = read_config(args.config) if args.config else None
+    args.interface = send_interface(args.interface, args.port)
+    options = {k: v for k, v in vars(args).items() if k not in ("run", "verbose")}
+    options["multicast"] = None if args.no_multicast else "{}:{}".format(*args.multicast)
+    header = run_header(args.port, options, configuration)
+    link = open_link(args.port, baudrate=args.baudrate, reply_timeout=args.reply_timeout)
+    try:
+        sender = _make_sender(args, header)
+    except BaseException:
+        link.close()
+        raise
+    try:
+        writer = ApxWriter(out, header)
+    except BaseException:
+        link.close()
+        if sender is not None:
+            sender.close()
+        raise
+    interactive = sys.stderr.isatty()
+
+    def show(progress: Progress) -> None:
+        end = "\r" if interactive else "\n"
+        print(f"apx-hil daq: {progress.line()}", end=end, file=sys.stderr, flush=True)
+
+    daq = DaqRun(link, writer, sender,
+                 DaqOptions(readouts=args.readouts, duration=args.duration,
+                            sync_interval=args.sync_interval,
+                            progress_interval=args.progress_interval,
+                            count_hits=not args.no_hits),
+                 on_progress=show)
+    previous = {sig: signal.signal(sig, lambda *_: daq.stop())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    where = "" if sender is None else (f" + multicast {options['multicast']} (interface "
+                                       f"{args.interface or 'by route'}, ttl {args.ttl})")
+    print(f"apx-hil daq: {args.port} -> {out}{where}", file=sys.stderr, flush=True)
+    try:
+        result = daq.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if interactive:
+        print(file=sys.stderr)
+    summary = {"file": out, "stopped_by": result.stopped_by, "error": result.error,
+               **result.progress.as_dict()}
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    print(f"apx-hil daq: {result.progress.readouts} readouts, {result.progress.hits} hits "
+          f"in {out} (stopped by {result.stopped_by})", file=sys.stderr)
+    if result.error:
+        print(f"apx-hil daq: error: {result.error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,154 @@
+"""A board that serves the readouts of a recorded run, one per non-empty read of its FIFO.
+
+Where :class:`~astropix_hil.board.VirtualBoard` emulates the chip, this one plays back real
+(or emulated) data byte for byte: a DAQ polling it stores exactly the recorded readouts, in
+order, with new ids and timestamps. Readouts become available at their recorded pace scaled by
+``speed`` (``math.inf``: as fast as they are asked for), which makes it the load generator of
+the DAQ benchmarks, where the chip model's own cost must not count.
+
+It speaks the same register protocol (:mod:`astropix_hil.protocol`): SPI config bit 4 (read
+FIFO empty) is clear while a recorded readout is due, bit 5 (full) set while 16 or more are;
+a read of the SPI read FIFO returns the
+next one padded with ``0xff`` (one readout per read; a read shorter than the readout gets its
+first bytes and the rest is dropped and counted), or padding only when none is due. A read-FIFO
+reset drops the readouts already due. Other registers behave as on the virtual board.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+from .fmt import PADDING_BYTE, AstroPix4Readout
+from .protocol import SPI_CONFIG_READ_ONLY, Register, RequestParser, SpiConfig
+
+_RESETS_FIFO = SpiConfig.READ_FIFO_RESET | SpiConfig.SPI_MODULE_RESET
+#: Readouts due at once for the status to say the read FIFO is full (as a backlog would).
+FULL_BACKLOG = 16
+
+
+@dataclass
+class ReplayStats:
+    """Counters of a :class:`ReplayBoard`."""
+
+    requests: int = 0
+    malformed: int = 0
+    readouts_served: int = 0
+    bytes_served: int = 0
+    empty_reads: int = 0
+    #: Bytes of readouts longer than the read that asked for them, dropped.
+    bytes_cut: int = 0
+    #: Readouts dropped by a read-FIFO reset.
+    readouts_reset: int = 0
+    unknown_register_accesses: int = 0
+    #: True once every recorded readout was served (or reset away).
+    exhausted: bool = False
+
+    def as_dict(self) -> dict[str, int | bool]:
+        return asdict(self)
+
+
+class ReplayBoard:
+    """Serve ``readouts`` (recorded :class:`AstroPix4Readout` objects) over the register
+    protocol; ``speed`` scales the recorded pace, ``clock`` returns ns."""
+
+    def __init__(self, readouts: Iterable[AstroPix4Readout], speed: float = math.inf, *,
+                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+        if not speed > 0:
+            raise ValueError(f"replay speed {speed!r}: must be > 0 (math.inf: no wait)")
+        self._readouts = list(readouts)
+        self.served: list[AstroPix4Readout] = []
+        self.stats = ReplayStats(exhausted=not self._readouts)
+        self._speed = speed
+        self._clock = clock
+        self._start = clock()
+        first = self._readouts[0].timestamp if self._readouts else 0
+        # Due time of each readout, ns after the start (a timestamp going back adds no wait).
+        self._due: list[int] = []
+        offset = 0
+        for readout in self._readouts:
+            offset = max(offset, readout.timestamp - first)
+            self._due.append(0 if math.isinf(speed) else int(offset / speed))
+        self._next = 0
+        self._parser = RequestParser()
+        self._config = 0
+        self._divider = 0
+
+    def _available(self) -> bool:
+        if self._next >= len(self._readouts):
+            return False
+        return self._clock() - self._start >= self._due[self._next]
+
+    def _backlog(self) -> int:
+        """Readouts due now (at most FULL_BACKLOG are counted)."""
+        due = 0
+        now = self._clock() - self._start
+        for index in range(self._next, min(self._next + FULL_BACKLOG, len(self._readouts))):
+            if self._due[index] > now:
+                break
+            due += 1
+        return due
+
+    def process(self, data: bytes) -> bytes:
+        """Handle the bytes the host sent; return the bytes the board sends back."""
+        replies = []
+        for request in self._parser.feed(data):
+            self.stats.requests += 1
+            if request.is_read:
+                replies.append(self._read(request.register, request.length))
+            else:
+                self._write(request.register, request.data)
+        self.stats.malformed = self._parser.malformed
+        return b"".join(replies)
+
+    def _read(self, register: int, length: int) -> bytes:
+        if register == Register.SPI_READ_FIFO:
+            return self._read_fifo(length)
+        if register == Register.SPI_CONFIG:
+            value = self._config | SpiConfig.WRITE_FIFO_EMPTY
+            if not self._available():
+                value |= SpiConfig.READ_FIFO_EMPTY
+            elif self._backlog() >= FULL_BACKLOG:
+                value |= SpiConfig.READ_FIFO_FULL
+            return bytes([int(value)]) * length
+        if register == Register.SPI_CLOCK_DIVIDER:
+            return bytes([self._divider]) * length
+        if register != Register.SPI_WRITE_FIFO:
+            self.stats.unknown_register_accesses += 1
+        return bytes(length)
+
+    def _write(self, register: int, data: bytes) -> None:
+        if register == Register.SPI_CONFIG:
+            for value in data:
+                value &= ~SPI_CONFIG_READ_ONLY & 0xFF
+                if value & ~self._config & _RESETS_FIFO:
+                    while self._available():
+                        self._next += 1
+                        self.stats.readouts_reset += 1
+                self._config = value
+        elif register == Register.SPI_CLOCK_DIVIDER:
+            if data:
+                self._divider = data[-1]
+        elif register not in (Register.SPI_WRITE_FIFO, Register.SPI_READ_FIFO):
+            self.stats.unknown_register_accesses += 1
+        self.stats.exhausted = self._next >= len(self._readouts)
+
+    def _read_fifo(self, length: int) -> bytes:
+        if length == 0:
+            return b""
+        if not self._available():
+            self.stats.empty_reads += 1
+            return bytes([PADDING_BYTE]) * length
+        readout = self._readouts[self._next]
+        self._next += 1
+        self.stats.exhausted = self._next >= len(self._readouts)
+        data = readout.data()
+        if len(data) > length:
+            self.stats.bytes_cut += len(data) - length
+            data = data[:length]
+        self.served.append(readout)
+        self.stats.readouts_served += 1
+        self.stats.bytes_served += len(data)
+        return data + bytes([PADDING_BYTE]) * (length - len(data))
