@@ -290,13 +290,10 @@ def assert_same_rate(run, alone) -> None:
 
 
 def run_metadata(path: str) -> dict[str, Any]:
-    """The run header of a local ``.apx`` file as the DAQ sends it in heartbeats: without the
-    file format's own ``readout_uid`` key (datagrams carry it as their payload type)."""
-    from astropix_hil.fileio import READOUT_UID_KEY, read_header
+    """The run header of a local ``.apx`` file, as the DAQ also sends it in heartbeats."""
+    from astropix_hil.fileio import read_header
 
-    header = read_header(path)
-    header.pop(READOUT_UID_KEY, None)
-    return header
+    return read_header(path)
 
 
 def streams_from(stats: dict[str, Any], host: Host) -> list[dict[str, Any]]:

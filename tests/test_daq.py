@@ -206,3 +206,21 @@ def test_hit_counting_over_its_budget_skips_batches_and_says_so(tmp_path):
     assert not progress.hits_exact and progress.readouts_uncounted == 3
     assert "hits >= 7 (counted in" in progress.line()
     run.writer.close()
+
+
+def test_linger_keeps_the_sender_open_after_the_run(tmp_path):
+    import time as _time
+
+    class TimedSender(RecordingSender):
+        def close(self) -> None:
+            self.closed_at = _time.monotonic()
+            super().close()
+
+    sender = TimedSender()
+    run = DaqRun(emulated_link(), ApxWriter(tmp_path / "r.apx"), sender,
+                 DaqOptions(readouts=5, idle_sleep=0, linger=0.3))
+    result = run.run()
+    ended = _time.monotonic()
+    assert result.stopped_by == "readouts" and sender.closed
+    assert ended - sender.closed_at < 0.2
+    assert sender.closed_at - run._start >= 0.3

@@ -106,6 +106,8 @@ class DaqOptions:
     max_backlog_bytes: int = 256 << 20
     #: Decode hits for the progress line (bulk decoder, once per progress interval).
     count_hits: bool = True
+    #: Seconds the sender keeps sending heartbeats after the run, before it ends the stream.
+    linger: float = 0.0
     #: Share of the run's time the hit counting may take. It shares the interpreter with the
     #: loop, so when the data rate would make it cost more, batches are skipped (the count
     #: becomes a lower bound, and says so) rather than slowing the DAQ down.
@@ -327,8 +329,10 @@ class DaqRun:
                 self.writer.close()
             except OSError:
                 pass
-            if self.sender is not None:
-                self.sender.close()
             self.link.close()
+            if self.sender is not None:
+                if self.options.linger > 0:
+                    time.sleep(self.options.linger)  # its timer keeps the heartbeats going
+                self.sender.close()
         if self.on_progress is not None:
             self.on_progress(self._progress())

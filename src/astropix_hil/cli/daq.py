@@ -96,6 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--key", help="shared key file: authenticate every datagram")
     net.add_argument("--legacy", action="store_true",
                      help="send bare readouts, one per datagram (AstroPix tools' format)")
+    net.add_argument("--linger", type=float, default=0.0, metavar="S",
+                     help="after the run, keep sending heartbeats for S seconds before the "
+                          "stream ends, so slow monitors catch up and can count their loss")
     parser.add_argument("--sync-interval", type=positive_float, default=1.0,
                         help="seconds of data at most at risk: written readouts are synced "
                              "to the disk at least this often (default %(default)s)")
@@ -146,16 +149,15 @@ def run(args: argparse.Namespace) -> int:
     header = run_header(args.port, options, configuration)
     link = open_link(args.port, baudrate=args.baudrate, reply_timeout=args.reply_timeout)
     try:
-        sender = _make_sender(args, header)
-    except BaseException:
-        link.close()
-        raise
-    try:
         writer = ApxWriter(out, header)
+        try:
+            # Heartbeats carry the file's own header: a late monitor knows exactly the run.
+            sender = _make_sender(args, writer.header)
+        except BaseException:
+            writer.close()
+            raise
     except BaseException:
         link.close()
-        if sender is not None:
-            sender.close()
         raise
     interactive = sys.stderr.isatty()
 
@@ -167,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                  DaqOptions(readouts=args.readouts, duration=args.duration,
                             sync_interval=args.sync_interval,
                             progress_interval=args.progress_interval,
-                            count_hits=not args.no_hits),
+                            count_hits=not args.no_hits, linger=args.linger),
                  on_progress=show)
     previous = {sig: signal.signal(sig, lambda *_: daq.stop())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
