@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
-from .bulk import BulkHits, decode_frames, frame_readouts
+from .bulk import BulkHits, Frames, decode_frames, frame_readouts
 from .errors import (
     BadHeaderError,
     BadMagicError,
@@ -258,6 +258,46 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         return _read_header(stream, os.fspath(path))[0]
 
 
+class FrameChunk(NamedTuple):
+    """A run of whole readouts of a file, located in place (see :func:`iter_frame_chunks`)."""
+
+    #: The file's bytes from ``offset`` on (memory-mapped); readouts are ``frames`` within it.
+    window: np.ndarray
+    frames: Frames
+    #: File offset of ``window[0]``.
+    offset: int
+
+
+def iter_frame_chunks(path: str | os.PathLike,
+                      chunk_bytes: int = 4 << 20) -> Iterator[FrameChunk]:
+    """The readouts of an ``.apx`` file, a few MB at a time, located in a memory map (no
+    copy, no per-readout Python work). A truncated last readout ends the iteration with a
+    :class:`~astropix_hil.errors.TruncatedFileWarning`."""
+    path = os.fspath(path)
+    with open(path, "rb") as stream:
+        _, offset = _read_header(stream, path)
+        size = os.fstat(stream.fileno()).st_size
+    if size <= offset:
+        return
+    mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
+    want = chunk_bytes
+    while offset < size:
+        window = mapped[offset:offset + want]
+        frames = frame_readouts(window, offset, path)
+        if frames.consumed == 0:
+            if offset + want >= size:
+                warnings.warn(TruncatedFileWarning(
+                    f"{path}: file ends inside a readout at byte offset {offset} "
+                    f"({size - offset} bytes of it); the readouts before it were read"),
+                    stacklevel=2)
+                return
+            want *= 2  # a readout larger than the window
+            continue
+        yield FrameChunk(window[:frames.consumed], frames, offset)
+        offset += frames.consumed
+        want = chunk_bytes
+
+
 class HitChunk(NamedTuple):
     """Hits of a run of consecutive readouts of a file (see :func:`iter_hit_chunks`)."""
 
@@ -275,34 +315,13 @@ def iter_hit_chunks(path: str | os.PathLike,
     Extra bytes are passed from readout to readout across chunks, exactly as the per-object
     path does. A truncated last readout ends the iteration with a warning.
     """
-    path = os.fspath(path)
-    with open(path, "rb") as stream:
-        _, offset = _read_header(stream, path)
-        size = os.fstat(stream.fileno()).st_size
-        if size <= offset:
-            return
-        mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
-        extra: bytes | None = None
-        want = chunk_bytes
-        while offset < size:
-            window = mapped[offset:offset + want]
-            frames = frame_readouts(window, offset, path)
-            if frames.consumed == 0:
-                if offset + want >= size:
-                    warnings.warn(TruncatedFileWarning(
-                        f"{path}: file ends inside a readout at byte offset {offset} "
-                        f"({size - offset} bytes of it); the readouts before it were read"),
-                        stacklevel=2)
-                    return
-                want *= 2  # a readout larger than the window
-                continue
-            result: BulkHits = decode_frames(window, frames.starts, frames.ends,
-                                             frames.readout_ids, frames.timestamps, extra)
-            extra = result.extra_bytes
-            yield HitChunk(result.hits, result.status, frames.readout_ids, frames.timestamps,
-                           int(np.sum(frames.ends - frames.starts)))
-            offset += frames.consumed
-            want = chunk_bytes
+    extra: bytes | None = None
+    for window, frames, _ in iter_frame_chunks(path, chunk_bytes):
+        result: BulkHits = decode_frames(window, frames.starts, frames.ends,
+                                         frames.readout_ids, frames.timestamps, extra)
+        extra = result.extra_bytes
+        yield HitChunk(result.hits, result.status, frames.readout_ids, frames.timestamps,
+                       int(np.sum(frames.ends - frames.starts)))
 
 
 def read_hits(path: str | os.PathLike) -> np.ndarray:
@@ -330,10 +349,12 @@ __all__ = [
     "READOUT_HEADER",
     "ApxReader",
     "ApxWriter",
+    "FrameChunk",
     "HitChunk",
     "apx_open",
     "decode_header",
     "encode_header",
+    "iter_frame_chunks",
     "iter_hit_chunks",
     "read_header",
     "read_hits",

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
 
 import numpy as np
 
-from ..bulk import frame_readouts
-from ..errors import TruncatedError
-from ..fileio import decode_header
+from ..fileio import iter_frame_chunks, read_header
+from ..fmt import READOUT_HEADER
 from ..framing import DEFAULT_FLUSH_DELAY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_DATAGRAM
 from ..sock import DEFAULT_TTL, MulticastSender
 from .recv import StopFlag, add_network_options
@@ -56,42 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _file_chunks(path: str) -> Iterator[tuple[memoryview, list[tuple[int, int]], np.ndarray]]:
     """The file's readouts a few MB at a time: bytes, (start, end) spans, timestamps."""
-    with open(path, "rb") as stream:
-        head = stream.read(1 << 16)
-        size = os.fstat(stream.fileno()).st_size
-    _, offset = decode_header(head if len(head) < size else _whole_header(path), path)
-    if size <= offset:
-        return
-    mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
-    want = _CHUNK
-    while offset < size:
-        window = mapped[offset:offset + want]
-        frames = frame_readouts(window, offset, path)
-        if frames.consumed == 0:
-            if offset + want >= size:
-                raise TruncatedError("file ends inside a readout", path, offset)
-            want *= 2
-            continue
-        heads = frames.starts - 19
+    for window, frames, _ in iter_frame_chunks(path, _CHUNK):
+        heads = frames.starts - READOUT_HEADER.size
         spans = list(zip(heads.tolist(), frames.ends.tolist(), strict=True))
-        yield memoryview(window[:frames.consumed]).cast("B"), spans, frames.timestamps
-        offset += frames.consumed
-        want = _CHUNK
-
-
-def _whole_header(path: str) -> bytes:
-    with open(path, "rb") as stream:
-        prefix = stream.read(10)
-        length = int.from_bytes(prefix[6:10], "little") if len(prefix) == 10 else 0
-        return prefix + stream.read(length)
-
-
-def _read_header(path: str) -> dict:
-    return decode_header(_whole_header(path), path)[0]
+        yield memoryview(window).cast("B"), spans, frames.timestamps
 
 
 def run(args: argparse.Namespace) -> int:
-    header = _read_header(args.apx)
+    header = read_header(args.apx)
     if args.rate is not None and args.rate <= 0:
         print("apx-hil send: error: --rate must be positive", file=sys.stderr)
         return 2
