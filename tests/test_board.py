@@ -188,7 +188,7 @@ def test_write_fifo_reset_is_counted_and_a_pulse_in_one_request_works():
 
 def test_unknown_registers_read_as_zero_are_logged_and_counted(caplog):
     b = board(FakeClock())
-    with caplog.at_level(logging.DEBUG, logger="astropix_hil.board"):
+    with caplog.at_level(logging.DEBUG, logger="astropix_hil.registers"):
         assert b.process(read_request(0x42, 3)) == b"\x00\x00\x00"
         assert b.process(read_request(0x42, 1)) == b"\x00"
         assert b.process(write_request(0x07, b"\x01\x02")) == b""

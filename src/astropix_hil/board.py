@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
@@ -30,7 +30,7 @@ from .emulator.layout import Fate, Layout
 from .errors import EmulatorConfigError, EmulatorError
 from .fmt import HIT_DTYPE, PADDING_BYTE
 from .hitcsv import write_hits_csv
-from .protocol import SPI_CONFIG_READ_ONLY, Register, RequestParser, SpiConfig
+from .registers import RESETS_READ_FIFO, NexysRegisters, RegisterStats
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +40,13 @@ DEFAULT_FIFO_SIZE = 16384
 REALTIME_PULL_INTERVAL = 0.001
 #: The smallest frame (a lone hit): below this much free space the FIFO reports itself full.
 MIN_FRAME_BYTES = 16
-_RESETS_FIFO = SpiConfig.READ_FIFO_RESET | SpiConfig.SPI_MODULE_RESET
 _I8 = np.empty(0, dtype=np.int64)
 
 
 @dataclass
-class BoardStats:
-    """Counters of a :class:`VirtualBoard` (all start at 0)."""
+class BoardStats(RegisterStats):
+    """Counters of a :class:`VirtualBoard` (all start at 0), beyond the register file's."""
 
-    #: Complete requests handled (reads and writes).
-    requests: int = 0
-    #: Requests with an op other than read or write, dropped as the firmware does.
-    malformed: int = 0
-    reads: int = 0
-    writes: int = 0
-    #: Reads and writes of registers the board does not have (reads return zeros).
-    unknown_register_accesses: int = 0
-    #: Writes to read-only registers (the read FIFO), ignored.
-    ignored_writes: int = 0
     #: Non-empty reads of the read FIFO: the readouts a DAQ stores, numbered from 0.
     readouts_served: int = 0
     #: Reads of the read FIFO that found it empty (all padding).
@@ -78,21 +67,11 @@ class BoardStats:
     #: Frames (and hits) lost while a read-FIFO or SPI-module reset was held.
     discarded_frames: int = 0
     discarded_hits: int = 0
-    #: Rising edges of the reset bits of SPI_CONFIG.
-    fifo_resets: int = 0
-    spi_resets: int = 0
-    write_fifo_resets: int = 0
     #: Bytes cleared from the read FIFO by resets.
     fifo_cleared_bytes: int = 0
-    #: Bytes written to the SPI write FIFO (sent to the chip).
-    spi_bytes_written: int = 0
     #: Reads shorter than the frame at the head of the FIFO, which had to cut it: from the
     #: first one on, :meth:`VirtualBoard.truth` is no longer exact.
     cut_frames: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """The counters as a dict."""
-        return asdict(self)
 
 
 def _cat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -231,7 +210,7 @@ class _ReadFifo:
         return cleared
 
 
-class VirtualBoard:
+class VirtualBoard(NexysRegisters):
     """The board side of the register protocol, over an emulated chip (see the module doc).
 
     ``chip`` is a :class:`~astropix_hil.emulator.chipstream.ChipStream`; ``fifo_size`` the
@@ -244,6 +223,7 @@ class VirtualBoard:
         if fifo_size < chip.config.read_size:
             raise EmulatorConfigError(f"fifo_size={fifo_size}: must hold at least one read "
                                       f"({chip.config.read_size} bytes)")
+        super().__init__()
         self.chip = chip
         self.clock = clock if clock is not None else time.monotonic_ns
         self.stats = BoardStats()
@@ -253,13 +233,9 @@ class VirtualBoard:
         # later, as if the firmware's SPI transfer took that long).
         self._pull_every = int(pull_interval * 1e9)
         self._next_pull = self._t0
-        self._parser = RequestParser()
         self._fifo = _ReadFifo(fifo_size)
-        self._config = 0
-        self._divider = 0
         self._truth: list[np.ndarray] = []
         self._prev_end: int | None = None
-        self._unknown_seen: set[int] = set()
 
     @classmethod
     def from_options(cls, seed: int | str = 0, *, fifo_size: int | str = DEFAULT_FIFO_SIZE,
@@ -283,77 +259,19 @@ class VirtualBoard:
         return cls(ChipStream(config, seed_value), fifo_size=size, clock=clock,
                    pull_interval=every)
 
-    # -- the protocol ---------------------------------------------------------------------
+    # -- the read FIFO (the register file is NexysRegisters') ----------------------------
 
-    def process(self, data: bytes) -> bytes:
-        """Handle the bytes the host sent; return the bytes the board sends back."""
-        replies = []
-        for request in self._parser.feed(data):
-            self.stats.requests += 1
-            self._pull()
-            if request.is_read:
-                self.stats.reads += 1
-                replies.append(self._read(request.register, request.length))
-            else:
-                self.stats.writes += 1
-                self._write(request.register, request.data)
-        self.stats.malformed = self._parser.malformed
-        return b"".join(replies)
+    def _before_request(self) -> None:
+        self._pull()
 
-    def _read(self, register: int, length: int) -> bytes:
-        if register == Register.SPI_READ_FIFO:
-            return self._read_fifo(length)
-        if register == Register.SPI_CONFIG:
-            return bytes([self._status()]) * length
-        if register == Register.SPI_CLOCK_DIVIDER:
-            return bytes([self._divider]) * length
-        if register == Register.SPI_WRITE_FIFO:
-            return bytes(length)  # write-only: nothing to read back
-        self._unknown("read", register, length)
-        return bytes(length)
+    def _fifo_empty(self) -> bool:
+        return len(self._fifo) == 0
 
-    def _write(self, register: int, data: bytes) -> None:
-        if register == Register.SPI_CONFIG:
-            for value in data:
-                self._write_config(value)
-        elif register == Register.SPI_CLOCK_DIVIDER:
-            if data:
-                self._divider = data[-1]
-        elif register == Register.SPI_WRITE_FIFO:
-            self.stats.spi_bytes_written += len(data)
-        elif register == Register.SPI_READ_FIFO:
-            self.stats.ignored_writes += 1
-            log.debug("write of %d bytes to the read-only read FIFO ignored", len(data))
-        else:
-            self._unknown("write", register, len(data))
+    def _fifo_full(self) -> bool:
+        return self._fifo.free < MIN_FRAME_BYTES
 
-    def _unknown(self, what: str, register: int, length: int) -> None:
-        self.stats.unknown_register_accesses += 1
-        level = logging.DEBUG if register in self._unknown_seen else logging.WARNING
-        self._unknown_seen.add(register)
-        log.log(level, "%s of %d bytes at unknown register 0x%02x (%s)", what, length, register,
-                "reads as zeros" if what == "read" else "ignored")
-
-    def _status(self) -> int:
-        value = self._config | SpiConfig.WRITE_FIFO_EMPTY
-        if len(self._fifo) == 0:
-            value |= SpiConfig.READ_FIFO_EMPTY
-        if self._fifo.free < MIN_FRAME_BYTES:
-            value |= SpiConfig.READ_FIFO_FULL
-        return int(value)
-
-    def _write_config(self, value: int) -> None:
-        value &= ~SPI_CONFIG_READ_ONLY & 0xFF
-        rising = value & ~self._config
-        if rising & SpiConfig.WRITE_FIFO_RESET:
-            self.stats.write_fifo_resets += 1
-        if rising & SpiConfig.READ_FIFO_RESET:
-            self.stats.fifo_resets += 1
-        if rising & SpiConfig.SPI_MODULE_RESET:
-            self.stats.spi_resets += 1
-        if rising & _RESETS_FIFO:
-            self.stats.fifo_cleared_bytes += self._fifo.clear()
-        self._config = value
+    def _reset_read_fifo(self) -> None:
+        self.stats.fifo_cleared_bytes += self._fifo.clear()
 
     def _read_fifo(self, length: int) -> bytes:
         if length == 0:
@@ -396,7 +314,7 @@ class VirtualBoard:
     def _accept(self, layout: Layout) -> None:
         hits = len(layout.hits)
         self.stats.hits_generated += hits
-        if self._config & _RESETS_FIFO:
+        if self._config & RESETS_READ_FIFO:
             self.stats.discarded_frames += layout.n_frames
             self.stats.discarded_hits += hits
             return

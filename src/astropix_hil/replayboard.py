@@ -6,12 +6,12 @@ order, with new ids and timestamps. Readouts become available at their recorded 
 ``speed`` (``math.inf``: as fast as they are asked for), which makes it the load generator of
 the DAQ benchmarks, where the chip model's own cost must not count.
 
-It speaks the same register protocol (:mod:`astropix_hil.protocol`): SPI config bit 4 (read
-FIFO empty) is clear while a recorded readout is due, bit 5 (full) set while 16 or more are;
-a read of the SPI read FIFO returns the
-next one padded with ``0xff`` (one readout per read; a read shorter than the readout gets its
-first bytes and the rest is dropped and counted), or padding only when none is due. A read-FIFO
-reset drops the readouts already due. Other registers behave as on the virtual board.
+It has the virtual board's register file (:class:`~astropix_hil.registers.NexysRegisters`);
+its read FIFO holds the readouts due: SPI config bit 4 (read FIFO empty) is clear while one is
+due, bit 5 (full) is set while 16 or more are; a read of the SPI read FIFO returns the next one
+padded with ``0xff`` (one readout per read; a read shorter than the readout gets its first
+bytes, the rest is dropped and counted), or padding only when none is due; a read-FIFO reset
+drops the readouts already due.
 """
 
 from __future__ import annotations
@@ -19,22 +19,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .fmt import PADDING_BYTE, AstroPix4Readout
-from .protocol import SPI_CONFIG_READ_ONLY, Register, RequestParser, SpiConfig
+from .registers import NexysRegisters, RegisterStats
 
-_RESETS_FIFO = SpiConfig.READ_FIFO_RESET | SpiConfig.SPI_MODULE_RESET
 #: Readouts due at once for the status to say the read FIFO is full (as a backlog would).
 FULL_BACKLOG = 16
 
 
 @dataclass
-class ReplayStats:
-    """Counters of a :class:`ReplayBoard`."""
+class ReplayStats(RegisterStats):
+    """Counters of a :class:`ReplayBoard`, beyond the register file's."""
 
-    requests: int = 0
-    malformed: int = 0
     readouts_served: int = 0
     bytes_served: int = 0
     empty_reads: int = 0
@@ -42,20 +39,17 @@ class ReplayStats:
     bytes_cut: int = 0
     #: Readouts dropped by a read-FIFO reset.
     readouts_reset: int = 0
-    unknown_register_accesses: int = 0
     #: True once every recorded readout was served (or reset away).
     exhausted: bool = False
 
-    def as_dict(self) -> dict[str, int | bool]:
-        return asdict(self)
 
-
-class ReplayBoard:
+class ReplayBoard(NexysRegisters):
     """Serve ``readouts`` (recorded :class:`AstroPix4Readout` objects) over the register
     protocol; ``speed`` scales the recorded pace, ``clock`` returns ns."""
 
     def __init__(self, readouts: Iterable[AstroPix4Readout], speed: float = math.inf, *,
                  clock: Callable[[], int] = time.monotonic_ns) -> None:
+        super().__init__()
         if not speed > 0:
             raise ValueError(f"replay speed {speed!r}: must be > 0 (math.inf: no wait)")
         self._readouts = list(readouts)
@@ -72,9 +66,6 @@ class ReplayBoard:
             offset = max(offset, readout.timestamp - first)
             self._due.append(0 if math.isinf(speed) else int(offset / speed))
         self._next = 0
-        self._parser = RequestParser()
-        self._config = 0
-        self._divider = 0
 
     def _available(self) -> bool:
         if self._next >= len(self._readouts):
@@ -91,48 +82,16 @@ class ReplayBoard:
             due += 1
         return due
 
-    def process(self, data: bytes) -> bytes:
-        """Handle the bytes the host sent; return the bytes the board sends back."""
-        replies = []
-        for request in self._parser.feed(data):
-            self.stats.requests += 1
-            if request.is_read:
-                replies.append(self._read(request.register, request.length))
-            else:
-                self._write(request.register, request.data)
-        self.stats.malformed = self._parser.malformed
-        return b"".join(replies)
+    def _fifo_empty(self) -> bool:
+        return not self._available()
 
-    def _read(self, register: int, length: int) -> bytes:
-        if register == Register.SPI_READ_FIFO:
-            return self._read_fifo(length)
-        if register == Register.SPI_CONFIG:
-            value = self._config | SpiConfig.WRITE_FIFO_EMPTY
-            if not self._available():
-                value |= SpiConfig.READ_FIFO_EMPTY
-            elif self._backlog() >= FULL_BACKLOG:
-                value |= SpiConfig.READ_FIFO_FULL
-            return bytes([int(value)]) * length
-        if register == Register.SPI_CLOCK_DIVIDER:
-            return bytes([self._divider]) * length
-        if register != Register.SPI_WRITE_FIFO:
-            self.stats.unknown_register_accesses += 1
-        return bytes(length)
+    def _fifo_full(self) -> bool:
+        return self._backlog() >= FULL_BACKLOG
 
-    def _write(self, register: int, data: bytes) -> None:
-        if register == Register.SPI_CONFIG:
-            for value in data:
-                value &= ~SPI_CONFIG_READ_ONLY & 0xFF
-                if value & ~self._config & _RESETS_FIFO:
-                    while self._available():
-                        self._next += 1
-                        self.stats.readouts_reset += 1
-                self._config = value
-        elif register == Register.SPI_CLOCK_DIVIDER:
-            if data:
-                self._divider = data[-1]
-        elif register not in (Register.SPI_WRITE_FIFO, Register.SPI_READ_FIFO):
-            self.stats.unknown_register_accesses += 1
+    def _reset_read_fifo(self) -> None:
+        while self._available():
+            self._next += 1
+            self.stats.readouts_reset += 1
         self.stats.exhausted = self._next >= len(self._readouts)
 
     def _read_fifo(self, length: int) -> bytes:
