@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -70,6 +71,20 @@ class Netns:
     def python(self, *args: str, **kwargs) -> subprocess.Popen:
         """Start ``python3 ARGS`` (this interpreter) inside the namespace."""
         return self.popen([sys.executable, *args], **kwargs)
+
+    def wait_udp_bound(self, proc: subprocess.Popen, port: int = 5007, count: int = 1,
+                       timeout: float = 20) -> None:
+        """Until ``count`` UDP sockets are bound to ``port`` here (``proc`` must keep running);
+        fails the test after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the process ended before listening"
+            with self.entered(), open("/proc/thread-self/net/udp") as table:
+                bound = sum(line.split()[1].endswith(f":{port:04X}") for line in table)
+            if bound >= count:
+                return
+            time.sleep(0.05)
+        pytest.fail(f"nothing listens on UDP port {port} after {timeout} s")
 
     def apx_hil(self, *args: str, **kwargs) -> subprocess.Popen:
         """Start ``apx-hil ARGS`` inside the namespace."""

@@ -28,16 +28,7 @@ def ns():
 
 def wait_listening(ns: Netns, proc: subprocess.Popen, port: int = PORT,
                    count: int = 1) -> None:
-    """Until ``count`` UDP sockets are bound to ``port`` in the namespace (bounded)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the receiver ended before listening"
-        with ns.entered(), open("/proc/thread-self/net/udp") as table:
-            bound = sum(line.split()[1].endswith(f":{port:04X}") for line in table)
-        if bound >= count:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"nothing listens on UDP port {port} after 20 s")
+    ns.wait_udp_bound(proc, port, count)
 
 
 def recv(ns: Netns, *args: str) -> subprocess.Popen:

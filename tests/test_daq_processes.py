@@ -64,14 +64,8 @@ def start_board(ns: Netns, *args: str) -> tuple[subprocess.Popen, str]:
 def start_recv(ns: Netns, *args: str) -> subprocess.Popen:
     proc = ns.apx_hil("recv", "--idle-exit", "3", "-q", "--json", *args,
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # until its socket is bound
-        with ns.entered(), open("/proc/thread-self/net/udp") as table:
-            if any(line.split()[1].endswith(":138F") for line in table):
-                return proc
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.05)
-    pytest.fail("the receiver did not start listening")
+    ns.wait_udp_bound(proc)
+    return proc
 
 
 def stop_board(board: subprocess.Popen) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 
@@ -35,24 +34,13 @@ def ns():
     yield from made_netns()
 
 
-def _listening(space: Netns, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None
-        with space.entered(), open("/proc/thread-self/net/udp") as table:
-            if any(line.split()[1].endswith(f":{PORT:04X}") for line in table):
-                return
-        time.sleep(0.05)
-    pytest.fail("the receiver does not listen")
-
-
 def _pipeline(space: Netns, run, readouts: int, tmp_path) -> tuple[dict, dict]:
     board = space.apx_hil("board", "--pty", "--replay", str(run), "--speed", "inf",
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     pty = board.stdout.readline().strip()
     receiver = space.apx_hil("recv", "--quiet", "--json", "--idle-exit", "2",
                              stdout=subprocess.PIPE, text=True)
-    _listening(space, receiver)
+    space.wait_udp_bound(receiver, PORT)
     daq = space.apx_hil("daq", "--port", pty, "--readouts", str(readouts), "--out",
                         str(tmp_path / "daq.apx"), "--force", "--interface", "127.0.0.1",
                         "--json", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

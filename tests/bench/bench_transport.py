@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -43,21 +42,10 @@ def ns():
     yield from made_netns()
 
 
-def _wait_listening(space: Netns, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None
-        with space.entered(), open("/proc/thread-self/net/udp") as table:
-            if any(line.split()[1].endswith(f":{PORT:04X}") for line in table):
-                return
-        time.sleep(0.05)
-    pytest.fail("the receiver does not listen")
-
-
 def _transfer(space: Netns, path, send_args: list[str], recv_args: list[str]) -> dict:
     receiver = space.apx_hil("recv", "--quiet", "--json", "--idle-exit", "2", *recv_args,
                              stdout=subprocess.PIPE, text=True)
-    _wait_listening(space, receiver)
+    space.wait_udp_bound(receiver, PORT)
     # --linger: heartbeats after the last readout tell the receiver of losses at the very end,
     # when an overloaded socket dropped the end-of-stream heartbeats too.
     sender = space.apx_hil("send", str(path), "--json", "--linger", "1.5", *send_args,
