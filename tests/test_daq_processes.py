@@ -148,3 +148,23 @@ def test_closing_the_pty_ends_the_daq_with_a_clear_error_and_a_closed_file(ns, t
     assert summary["stopped_by"] == "error"
     with apx_open(out) as reader:  # complete, closed: no truncation warning
         assert len(list(reader)) == summary["readouts"] > 0
+
+
+def test_sigterm_stops_the_daq_cleanly_with_every_readout_in_a_closed_file(ns, tmp_path):
+    out = tmp_path / "run.apx"
+    board, pty = start_board(ns, "--seed", "8", "--mode", "poisson", "--rate", "20000")
+    daq = ns.apx_hil("daq", "--port", pty, "--duration", "60", "--out", str(out),
+                     "--no-multicast", "--progress-interval", "0.2", "--json",
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = Lines(daq)
+    lines.wait_for(r"readouts [1-9]\d{2,}")
+    daq.send_signal(signal.SIGTERM)
+    daq.wait(timeout=TIMEOUT)
+    assert daq.returncode == 0, lines.text()
+    summary = json.loads(daq.stdout.read())
+    stop_board(board)
+    assert summary["stopped_by"] == "stop" and summary["error"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a closed file: no truncated readout at its end
+        with apx_open(out) as reader:
+            assert len(list(reader)) == summary["readouts"] == summary["written"]
