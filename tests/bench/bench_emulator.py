@@ -97,7 +97,7 @@ def bench_board_serving_reads(benchmark):
     def serve():
         now = [0]
         board = VirtualBoard.from_options(seed=1, mode="poisson", rate=2e6,
-                                          clock=lambda: now[0])
+                                          clock=lambda: now[0], pull_interval=0)
         poll = read_request(Register.SPI_CONFIG, 1) + read_request(Register.SPI_READ_FIFO, 2048)
         for _ in range(5000):
             now[0] += 20_000
