@@ -250,3 +250,18 @@ def test_writer_counts_only_whole_readouts_as_flushed(tmp_path):
     writer.flush()
     assert writer.readouts_flushed == 1
     writer.close()
+
+
+def test_writer_takes_serialized_readouts_and_counts_each(tmp_path):
+    readouts = make_readouts(4)
+    with ApxWriter(tmp_path / "b.apx") as writer:
+        writer.write(b"".join(r.to_bytes() for r in readouts[:3]))
+        writer.write(readouts[3])
+        assert writer.readouts_written == 4
+        with pytest.raises(TruncatedError):
+            writer.write(readouts[0].to_bytes()[:-1])
+        assert writer.readouts_written == 4
+        writer.flush()
+        assert writer.readouts_flushed == 4
+    with apx_open(tmp_path / "b.apx") as reader:
+        assert list(reader) == readouts

@@ -179,13 +179,21 @@ class ApxWriter:
         self.flush()
 
     def write(self, readout: AstroPix4Readout | bytes) -> int:
-        """Buffer a readout (or bytes already serialized as readouts); return the byte count."""
-        data = readout if isinstance(readout, bytes | bytearray | memoryview) else \
-            readout.to_bytes()
+        """Buffer a readout, or bytes holding whole serialized readouts (e.g. a slice of another
+        file's body); return the byte count. Bytes that are not whole readouts raise a
+        :class:`~astropix_hil.errors.FormatError` and nothing is written."""
+        if isinstance(readout, bytes | bytearray | memoryview):
+            data = bytes(readout)
+            ends = _readout_ends(data)
+        else:
+            data = readout.to_bytes()
+            ends = [len(data)]
+        base = self.bytes_written
         self._pending += data
         self.bytes_written += len(data)
-        self.readouts_written += 1
-        self._ends.append((self.bytes_written, self.readouts_written))
+        for end in ends:
+            self.readouts_written += 1
+            self._ends.append((base + end, self.readouts_written))
         return len(data)
 
     @property
@@ -234,6 +242,15 @@ class ApxWriter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _readout_ends(data: bytes) -> list[int]:
+    """End offsets of the serialized readouts that make up ``data`` exactly."""
+    ends, offset = [], 0
+    while offset < len(data):
+        _, offset = parse_readout(data, offset)
+        ends.append(offset)
+    return ends
 
 
 def apx_open(path: str | os.PathLike, mode: str = "rb",
