@@ -224,3 +224,12 @@ def test_linger_keeps_the_sender_open_after_the_run(tmp_path):
     assert result.stopped_by == "readouts" and sender.closed
     assert ended - sender.closed_at < 0.2
     assert sender.closed_at - run._start >= 0.3
+
+
+def test_without_hit_counting_the_progress_says_hits_were_not_counted(tmp_path):
+    result = DaqRun(emulated_link(), ApxWriter(tmp_path / "r.apx"), None,
+                    DaqOptions(readouts=20, idle_sleep=0, count_hits=False)).run()
+    assert result.progress.hits == 0
+    assert not result.progress.hits_exact
+    assert result.progress.readouts_uncounted == 20
+    assert "hits >= 0 (counted in 0 readouts)" in result.progress.line()

@@ -295,8 +295,9 @@ class DaqRun:
             hits_per_s=(self.hits - hits) / span,
             mb_per_s=(self.data_bytes - data) / span / 1e6,
             disk_errors=self.disk_errors, pending_bytes=self.writer.pending_bytes,
-            hits_exact=self.readouts_uncounted == 0,
-            readouts_uncounted=self.readouts_uncounted,
+            hits_exact=self.options.count_hits and self.readouts_uncounted == 0,
+            readouts_uncounted=(self.readouts_uncounted if self.options.count_hits
+                                else self.readouts),
             sender=sender, link=self.link.stats.as_dict(),
             stage_s={name: round(seconds, 6) for name, seconds in self.stage_s.items()})
 
