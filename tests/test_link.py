@@ -256,3 +256,15 @@ def test_ftdi_fifo_url_and_a_missing_device():
     # The real pyftdi code path, up to the USB lookup: no FT2232H is attached here.
     with pytest.raises(LinkError, match="ftdififo: cannot open ftdi://ftdi:2232h/1"):
         open_link("ftdififo://ftdi:2232h/1")
+
+
+def test_importing_the_package_registers_the_url_schemes():
+    import subprocess
+    import sys
+
+    code = ("import serial, astropix_hil; "
+            "p = serial.serial_for_url('apxemu://?seed=1&rate=1000', timeout=0.01); "
+            "p.write(bytes([0, 0x15, 0, 1])); print(len(p.read(1)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "1"

@@ -5,8 +5,9 @@
 * ``ftdififo://ftdi:2232h/1`` opens an FT2232H in synchronous FIFO mode through pyftdi
   (:mod:`.protocol_ftdififo`).
 
-Any pyserial program can use them after ``import astropix_hil.urlhandler`` (pyserial's
-``protocol_handler_packages`` mechanism, as pyftdi does for ``ftdi://``).
+Any pyserial program can use them after ``import astropix_hil`` (or of this module), which
+appends this package to pyserial's ``protocol_handler_packages``, as pyftdi does for
+``ftdi://``.
 """
 
 import serial
