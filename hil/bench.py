@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from astropix_hil.agent import load_token
+from astropix_hil.yamlfile import YamlFileError, read_yaml
 
 from .errors import HilError, TopologyError
 from .runners import AgentRunner, LocalRunner, Runner, SshRunner
@@ -187,16 +188,9 @@ def _switch(cfg: Any, at: _Path, hosts: dict[str, Any]) -> dict[str, Any]:
 def read(path: str) -> dict[str, Any]:
     """Read and check the bench config at ``path``."""
     try:
-        import yaml
-    except ImportError:
-        raise TopologyError("bench configs are YAML: pip install PyYAML") from None
-    try:
-        with open(path, encoding="utf-8") as stream:
-            content = yaml.safe_load(stream)
-    except OSError as exc:
-        raise TopologyError(f"cannot read bench config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise TopologyError(f"{path}: not valid YAML: {exc}") from None
+        content = read_yaml(path, "bench config")
+    except YamlFileError as exc:
+        raise TopologyError(str(exc)) from None
     return parse(content, path)
 
 

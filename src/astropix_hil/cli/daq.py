@@ -15,6 +15,7 @@ from ..daq import DaqOptions, DaqRun, Progress, run_header
 from ..errors import ApxHilError
 from ..fileio import ApxWriter
 from ..link import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, open_link
+from ..yamlfile import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def read_config(path: str) -> dict[str, Any]:
     """The chip configuration YAML (as the AstroPix DAQ scripts write it)."""
-    try:
-        import yaml
-    except ImportError:
-        raise ApxHilError("--config needs PyYAML: pip install 'astropix-hil[yaml]'") from None
-    try:
-        with open(path, encoding="utf-8") as stream:
-            content = yaml.safe_load(stream)
-    except yaml.YAMLError as exc:
-        raise ApxHilError(f"{path}: not valid YAML: {exc}") from None
+    content = read_yaml(path, "chip configuration")
     if not isinstance(content, dict):
         raise ApxHilError(f"{path}: expected a mapping at the top, got "
                           f"{type(content).__name__}")
