@@ -8,14 +8,14 @@ import logging
 import numpy as np
 import pytest
 
-from astropix_hil.board import DEFAULT_FIFO_SIZE, VirtualBoard
+from astropix_hil.boards.nexys.board import DEFAULT_FIFO_SIZE, VirtualBoard
+from astropix_hil.boards.nexys.protocol import Register, SpiConfig, read_request, write_request
 from astropix_hil.bulk import decode_readouts
 from astropix_hil.cli import main
 from astropix_hil.emulator import ChipStream, EmulatorConfig
 from astropix_hil.errors import EmulatorConfigError, EmulatorError
 from astropix_hil.fileio import write_apx
 from astropix_hil.fmt import AstroPix4Readout
-from astropix_hil.protocol import Register, SpiConfig, read_request, write_request
 
 EMPTY = SpiConfig.READ_FIFO_EMPTY
 MS = 1_000_000
@@ -188,7 +188,7 @@ def test_write_fifo_reset_is_counted_and_a_pulse_in_one_request_works():
 
 def test_unknown_registers_read_as_zero_are_logged_and_counted(caplog):
     b = board(FakeClock())
-    with caplog.at_level(logging.DEBUG, logger="astropix_hil.registers"):
+    with caplog.at_level(logging.DEBUG, logger="astropix_hil.boards.nexys.registers"):
         assert b.process(read_request(0x42, 3)) == b"\x00\x00\x00"
         assert b.process(read_request(0x42, 1)) == b"\x00"
         assert b.process(write_request(0x07, b"\x01\x02")) == b""
@@ -246,7 +246,7 @@ def test_reads_shorter_than_a_frame_cut_it_and_say_so(caplog):
     clock = FakeClock()
     b = board(clock, mode="injection", rate=None)
     assert b.truth_exact
-    with caplog.at_level(logging.WARNING, logger="astropix_hil.board"):
+    with caplog.at_level(logging.WARNING, logger="astropix_hil.boards.nexys.board"):
         first = b.process(read_request(Register.SPI_READ_FIFO, 10))
     assert first == b"\xbc\xbc" + first[2:] and len(first) == 10
     assert b.stats.cut_frames == 1 and not b.truth_exact

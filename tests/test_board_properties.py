@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from astropix_hil import strategies as apx
-from astropix_hil.board import VirtualBoard
+from astropix_hil.boards.nexys.board import VirtualBoard
+from astropix_hil.boards.nexys.protocol import Register, SpiConfig, read_request, write_request
 from astropix_hil.bulk import decode_readouts
 from astropix_hil.emulator import ChipStream
 from astropix_hil.fmt import AstroPix4Readout
-from astropix_hil.protocol import Register, SpiConfig, read_request, write_request
 
 
 class FakeClock:

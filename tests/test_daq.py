@@ -12,12 +12,12 @@ import pytest
 import serial
 
 import astropix_hil.urlhandler  # noqa: F401 - registers apxemu://
-from astropix_hil.board import VirtualBoard
+from astropix_hil.boards.nexys.board import VirtualBoard
+from astropix_hil.boards.nexys.link import NexysLink
 from astropix_hil.cli import main
 from astropix_hil.cli.daq import group_and_port, read_config, send_interface
 from astropix_hil.daq import DaqOptions, DaqRun, DiskBacklogError, run_header
 from astropix_hil.fileio import ApxWriter, apx_open, read_hits
-from astropix_hil.link import NexysLink
 
 
 class FakeClock:
@@ -121,7 +121,7 @@ def test_a_disk_that_never_recovers_stops_the_run_with_an_error(tmp_path, monkey
 
 
 def test_a_link_failure_ends_the_run_with_the_error_and_a_readable_file(tmp_path):
-    from astropix_hil.link import open_link
+    from astropix_hil.boards.nexys.link import open_link
 
     link = open_link("apxemu://?seed=1&mode=poisson&rate=20000&disconnect_after=50")
     path = tmp_path / "run.apx"

@@ -10,13 +10,14 @@ import pytest
 import serial
 
 import astropix_hil.urlhandler  # registers apxemu:// and ftdififo://
-from astropix_hil.board import VirtualBoard
+from astropix_hil.boards.link import open_port
+from astropix_hil.boards.nexys.board import VirtualBoard
+from astropix_hil.boards.nexys.link import NexysLink, open_link
+from astropix_hil.boards.nexys.protocol import READOUT_SIZE, Register, SpiConfig
+from astropix_hil.boards.nexys.replay import ReplayBoard
 from astropix_hil.bulk import decode_readouts
 from astropix_hil.errors import LinkError, LinkTimeoutError
 from astropix_hil.fmt import AstroPix4Readout
-from astropix_hil.link import NexysLink, open_link, open_port
-from astropix_hil.protocol import READOUT_SIZE, Register, SpiConfig
-from astropix_hil.replayboard import ReplayBoard
 from astropix_hil.urlhandler.protocol_ftdififo import Serial as FifoSerial
 from astropix_hil.urlhandler.protocol_ftdififo import ftdi_url
 

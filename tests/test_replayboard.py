@@ -9,11 +9,11 @@ import sys
 
 import numpy as np
 
+from astropix_hil.boards.nexys.protocol import Register, SpiConfig, read_request, write_request
+from astropix_hil.boards.nexys.replay import FULL_BACKLOG, ReplayBoard
 from astropix_hil.fileio import apx_open, read_hits
 from astropix_hil.fmt import AstroPix4Readout
 from astropix_hil.hitcsv import read_hits_csv
-from astropix_hil.protocol import Register, SpiConfig, read_request, write_request
-from astropix_hil.replayboard import FULL_BACKLOG, ReplayBoard
 
 STATUS = read_request(Register.SPI_CONFIG, 1)
 FIFO = read_request(Register.SPI_READ_FIFO, 2048)

@@ -1,6 +1,7 @@
 """The DAQ runner: poll the board, stamp readouts, write them to ``.apx`` and multicast them.
 
-One loop, one thread: poll the board through a :class:`~astropix_hil.link.BoardLink`; stamp
+One loop, one thread: poll the board through a
+:class:`~astropix_hil.boards.link.BoardLink`; stamp
 each readout with a run-local id (consecutive from 0) and the host time in ns; append it to the
 run file; hand it to the multicast sender. The file is the priority:
 
@@ -26,11 +27,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from . import __version__
+from .boards.link import BoardLink
 from .bulk import decode_readouts
 from .errors import ApxHilError
 from .fileio import ApxWriter
 from .fmt import AstroPix4Readout
-from .link import BoardLink
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from astropix_hil.board import VirtualBoard
+from astropix_hil.boards.nexys.board import VirtualBoard
+from astropix_hil.boards.nexys.protocol import Register, read_request
 from astropix_hil.emulator import Emulator, EmulatorConfig, write_run
-from astropix_hil.protocol import Register, read_request
 
 READOUTS = 40_000
 TARGET_MB_S = 40.0

@@ -8,13 +8,13 @@ import signal
 import sys
 import threading
 
-from ..board import VirtualBoard
+from ..boards.nexys.board import VirtualBoard
+from ..boards.nexys.replay import ReplayBoard
+from ..boards.ptyserve import PtyServer
 from ..bulk import decode_readouts
 from ..fileio import apx_open
 from ..fmt import AstroPix4Readout
 from ..hitcsv import write_hits_csv
-from ..ptyserve import PtyServer
-from ..replayboard import ReplayBoard
 
 
 def _option(text: str) -> tuple[str, str]:

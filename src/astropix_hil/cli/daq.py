@@ -11,10 +11,10 @@ import sys
 import time
 from typing import Any
 
+from ..boards.nexys.link import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, open_link
 from ..daq import DaqOptions, DaqRun, Progress, run_header
 from ..errors import ApxHilError
 from ..fileio import ApxWriter
-from ..link import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, open_link
 from ..yamlfile import read_yaml
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@
 * :mod:`.replay`: re-emit a recorded ``.apx`` at its pace.
 
 The virtual board that serves the chip's bytes over the register protocol is
-:mod:`astropix_hil.board`.
+:mod:`astropix_hil.boards.nexys.board`.
 """
 
 from ..fmt import encode_hit

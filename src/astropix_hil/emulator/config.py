@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..boards.nexys.protocol import READOUT_SIZE
 from ..errors import EmulatorConfigError
-from ..protocol import READOUT_SIZE
 from .sources import (
     DEFAULT_COLUMNS,
     DEFAULT_ROWS,

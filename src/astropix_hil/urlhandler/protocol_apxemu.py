@@ -1,7 +1,8 @@
 """``apxemu://``: a virtual AstroPix4 board in this process, as a pyserial port.
 
 URL: ``apxemu://?seed=1&rate=1000[&option=value...]``. Board options (seed, rate, ...) go to
-:meth:`astropix_hil.board.VirtualBoard.from_options`. Link faults, to test what a DAQ does when
+:meth:`astropix_hil.boards.nexys.board.VirtualBoard.from_options`. Link faults, to test what
+a DAQ does when
 the line misbehaves, are options of the port itself:
 
 * ``stall_after=N``: answer the first N requests, then nothing (a board that stops answering);
@@ -42,10 +43,10 @@ def parse_url(url: str) -> tuple[dict[str, str], dict[str, int]]:
 
 
 class Serial(SerialBase):
-    """pyserial port whose other end is a :class:`~astropix_hil.board.VirtualBoard`."""
+    """pyserial port whose other end is a :class:`~astropix_hil.boards.nexys.board.VirtualBoard`."""
 
     def open(self) -> None:
-        from ..board import VirtualBoard
+        from ..boards.nexys.board import VirtualBoard
 
         if self._port is None:
             raise SerialException("Port must be configured before it can be used.")

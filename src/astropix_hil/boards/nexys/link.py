@@ -1,14 +1,5 @@
-"""The DAQ side of the board link: register access and the readout poll over a byte stream.
-
-The byte stream is anything with pyserial's port interface (``write``, ``read`` honouring the
-port's ``timeout``, ``in_waiting``, ``reset_input_buffer``, ``close``): a real FTDI USB-serial
-port, a pseudo-terminal served by ``apx-hil board --pty``, the in-process emulator
-(``apxemu://``), or the FT2232H synchronous FIFO backend (``ftdififo://``). Open one with
-:func:`open_port`; the DAQ never knows which it got.
-
-The board protocol is a pluggable class (:class:`BoardLink`): :class:`NexysLink` speaks the
-Nexys register protocol of :mod:`astropix_hil.protocol`. A second firmware (e.g. the A-STEP
-register file over UART at 921600 baud) is a new subclass with the same four methods.
+"""The Nexys register protocol over a byte stream: :class:`NexysLink`, the DAQ side of
+:mod:`astropix_hil.boards.nexys.protocol`.
 
 Link trouble never hangs and never yields a wrong readout silently: a reply that does not come
 in time raises :class:`~astropix_hil.errors.LinkTimeoutError` (after retrying a status read),
@@ -21,14 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import asdict, dataclass
-from typing import Protocol
 
 import serial
 
-from .errors import LinkError, LinkTimeoutError
+from ...errors import LinkError, LinkTimeoutError
+from ..link import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, BoardLink, LinkStats, Port, open_port
 from .protocol import (
     READOUT_SIZE,
     SPI_CONFIG_READ_ONLY,
@@ -39,76 +28,6 @@ from .protocol import (
 )
 
 log = logging.getLogger(__name__)
-
-#: Default time a reply may take to arrive, in seconds.
-DEFAULT_REPLY_TIMEOUT = 1.0
-#: Baud rate of the Nexys board's FTDI UART (ignored by pseudo-terminals and the emulator).
-DEFAULT_BAUDRATE = 3_000_000
-
-
-class Port(Protocol):
-    """The part of pyserial's port interface the link uses."""
-
-    timeout: float | None
-
-    def write(self, data: bytes) -> int | None: ...
-    def read(self, size: int = 1) -> bytes: ...
-    @property
-    def in_waiting(self) -> int: ...
-    def reset_input_buffer(self) -> None: ...
-    def close(self) -> None: ...
-
-
-@dataclass
-class LinkStats:
-    """What the link saw, beyond the replies it returned."""
-
-    requests: int = 0
-    #: Replies that did not arrive complete in time.
-    timeouts: int = 0
-    #: Times the line was drained of stray bytes before or after a request.
-    resyncs: int = 0
-    #: Stray bytes drained.
-    garbage_bytes: int = 0
-    #: Readouts discarded because their reply was short or followed by stray bytes.
-    readouts_lost: int = 0
-    #: Polls that found data / found the read FIFO empty.
-    polls_with_data: int = 0
-    polls_empty: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-class BoardLink(ABC):
-    """A board protocol over a byte stream: the four operations the DAQ needs."""
-
-    stats: LinkStats
-
-    @abstractmethod
-    def read_register(self, address: int, length: int = 1) -> bytes:
-        """Read ``length`` bytes from a register."""
-
-    @abstractmethod
-    def write_register(self, address: int, value: int) -> None:
-        """Write one byte to a register."""
-
-    @abstractmethod
-    def write_registers(self, address: int, data: bytes) -> None:
-        """Write several bytes to a register."""
-
-    @abstractmethod
-    def poll_readout(self, limit: int | None = None) -> bytes | None:
-        """One readout buffer if the board has data, else None; never take more than
-        ``limit`` readouts from the board (when the protocol reads ahead)."""
-
-    def take_pending(self) -> list[bytes]:
-        """Readouts already taken from the board but not yet returned (read ahead)."""
-        return []
-
-    @abstractmethod
-    def close(self) -> None:
-        """Close the underlying port."""
 
 
 class NexysLink(BoardLink):
@@ -287,23 +206,6 @@ class NexysLink(BoardLink):
         except (serial.SerialException, OSError):
             pass
 
-
-def open_port(url: str, *, baudrate: int = DEFAULT_BAUDRATE,
-              timeout: float = 0.1) -> serial.SerialBase:
-    """Open a byte stream to the board with ``serial.serial_for_url``.
-
-    ``url`` is a device (``/dev/ttyUSB0``, ``COM3``), a pseudo-terminal path, or any pyserial
-    URL including ours: ``apxemu://?seed=1&rate=1000`` (in-process virtual board) and
-    ``ftdififo://ftdi:2232h/1`` (FT2232H synchronous FIFO, needs pyftdi). ``timeout`` is the
-    port's read timeout, the granularity at which the link checks its reply deadline.
-    """
-    from . import urlhandler  # noqa: F401 - registers our URL schemes with pyserial
-
-    try:
-        return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout,
-                                     write_timeout=max(1.0, timeout))
-    except (serial.SerialException, OSError, ValueError) as exc:
-        raise LinkError(f"cannot open board port {url!r}: {exc}") from exc
 
 
 def open_link(url: str, *, baudrate: int = DEFAULT_BAUDRATE,

@@ -2,7 +2,7 @@
 
 :meth:`VirtualBoard.process` takes whatever bytes the host sent (requests split anywhere) and
 returns exactly the bytes the board sends back: ``length`` bytes for each read, nothing for a
-write (:mod:`astropix_hil.protocol` parses the requests). Time comes from ``clock`` (ns); each
+write (:mod:`.protocol` parses the requests). Time comes from ``clock`` (ns); each
 request first moves the chip's output up to "now" into the read FIFO, so a test with a fake
 clock is deterministic.
 
@@ -24,12 +24,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .emulator.chipstream import ChipStream
-from .emulator.config import EmulatorConfig
-from .emulator.layout import Fate, Layout
-from .errors import EmulatorConfigError, EmulatorError
-from .fmt import HIT_DTYPE, PADDING_BYTE
-from .hitcsv import write_hits_csv
+from ...emulator.chipstream import ChipStream
+from ...emulator.config import EmulatorConfig
+from ...emulator.layout import Fate, Layout
+from ...errors import EmulatorConfigError, EmulatorError
+from ...fmt import HIT_DTYPE, PADDING_BYTE
+from ...hitcsv import write_hits_csv
 from .registers import RESETS_READ_FIFO, NexysRegisters, RegisterStats
 
 log = logging.getLogger(__name__)

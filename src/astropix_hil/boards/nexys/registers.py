@@ -1,12 +1,12 @@
 """The Nexys board's register file, as the board side sees it; boards differ by their read FIFO.
 
-:class:`NexysRegisters` answers the register protocol (:mod:`astropix_hil.protocol`): the SPI
+:class:`NexysRegisters` answers the register protocol (:mod:`.protocol`): the SPI
 config/status register ``0x15`` (writable bits kept, read-only bits computed, a rising reset bit
 clears the read FIFO), the clock divider ``0x16``, the write FIFO ``0x17`` (bytes to the chip,
 counted), the read FIFO ``0x18``; unknown registers read as zeros, and accesses to them are
 logged and counted. A subclass supplies the read FIFO: the emulated chip's
-(:class:`~astropix_hil.board.VirtualBoard`) or a recorded run's
-(:class:`~astropix_hil.replayboard.ReplayBoard`).
+(:class:`~.board.VirtualBoard`) or a recorded run's
+(:class:`~.replay.ReplayBoard`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """A board that serves the readouts of a recorded run, one per non-empty read of its FIFO.
 
-Where :class:`~astropix_hil.board.VirtualBoard` emulates the chip, this one plays back real
+Where :class:`~.board.VirtualBoard` emulates the chip, this one plays back real
 (or emulated) data byte for byte: a DAQ polling it stores exactly the recorded readouts, in
 order, with new ids and timestamps. Readouts become available at their recorded pace scaled by
 ``speed`` (``math.inf``: as fast as they are asked for), which makes it the load generator of
 the DAQ benchmarks, where the chip model's own cost must not count.
 
-It has the virtual board's register file (:class:`~astropix_hil.registers.NexysRegisters`);
+It has the virtual board's register file (:class:`~.registers.NexysRegisters`);
 its read FIFO holds the readouts due: SPI config bit 4 (read FIFO empty) is clear while one is
 due, bit 5 (full) is set while 16 or more are; a read of the SPI read FIFO returns the next one
 padded with ``0xff`` (one readout per read; a read shorter than the readout gets its first
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .fmt import PADDING_BYTE, AstroPix4Readout
+from ...fmt import PADDING_BYTE, AstroPix4Readout
 from .registers import NexysRegisters, RegisterStats
 
 #: Readouts due at once for the status to say the read FIFO is full (as a backlog would).
