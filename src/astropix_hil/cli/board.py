@@ -34,6 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the board's statistics on stderr (JSON with --json, on stdout).")
     parser.add_argument("--pty", action="store_true", required=True,
                         help="serve on a new pseudo-terminal (the only transport so far)")
+    add_board_options(parser)
+    parser.add_argument("--duration", type=float, help="stop after S seconds")
+    parser.add_argument("--json", action="store_true", help="print statistics as JSON")
+    parser.set_defaults(run=run)
+
+
+def add_board_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose and shape the virtual board (shared with run-with-board)."""
     parser.add_argument("--seed", type=int, default=0, help="emulator seed (default 0)")
     parser.add_argument("--rate", help="hit rate in Hz (default: the emulator's)")
     parser.add_argument("--mode", help="hit source: injection or poisson (default: emulator's)")
@@ -49,9 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --replay: speed-up of the recorded pace ('inf': as fast "
                              "as the DAQ asks; default 1)")
     parser.add_argument("--truth", help="write the true hits of the reads served to this CSV")
-    parser.add_argument("--duration", type=float, help="stop after S seconds")
-    parser.add_argument("--json", action="store_true", help="print statistics as JSON")
-    parser.set_defaults(run=run)
 
 
 def board_options(args: argparse.Namespace) -> dict[str, str]:
@@ -80,11 +85,27 @@ def write_replay_truth(board: ReplayBoard, path: str) -> int:
         return write_hits_csv(stream, [decode_readouts(served).hits])
 
 
-def run(args: argparse.Namespace) -> int:
+def make_board(args: argparse.Namespace) -> VirtualBoard | ReplayBoard:
+    """The board the options of :func:`add_board_options` describe."""
     if args.replay:
-        board = replay_board(args)
+        return replay_board(args)
+    return VirtualBoard.from_options(seed=args.seed, **board_options(args))
+
+
+def finish_board(board: VirtualBoard | ReplayBoard, args: argparse.Namespace) -> dict:
+    """Write the truth file if asked; the board's summary (truth and statistics)."""
+    if isinstance(board, ReplayBoard):
+        hits = write_replay_truth(board, args.truth) if args.truth else None
+        exact = True
     else:
-        board = VirtualBoard.from_options(seed=args.seed, **board_options(args))
+        hits = board.write_truth_csv(args.truth) if args.truth else None
+        exact = board.truth_exact
+    return {"truth_file": args.truth, "truth_hits": hits, "truth_exact": exact,
+            **board.stats.as_dict()}
+
+
+def run(args: argparse.Namespace) -> int:
+    board = make_board(args)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -95,14 +116,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if args.replay:
-        hits = write_replay_truth(board, args.truth) if args.truth else None
-        exact = True
-    else:
-        hits = board.write_truth_csv(args.truth) if args.truth else None
-        exact = board.truth_exact
-    summary = {"truth_file": args.truth, "truth_hits": hits, "truth_exact": exact,
-               **board.stats.as_dict()}
+    summary = finish_board(board, args)
     if args.json:
         print(json.dumps(summary), flush=True)
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .protocol import SPI_CONFIG_READ_ONLY, Register, RequestParser, SpiConfig
 
@@ -43,6 +43,10 @@ class RegisterStats:
     write_fifo_resets: int = 0
     #: Bytes written to the SPI write FIFO (sent to the chip).
     spi_bytes_written: int = 0
+    #: Requests per register and direction, keyed ``"0x15 read"``, ``"0x17 write"``, ...
+    requests_per_register: dict[str, int] = field(default_factory=dict)
+    #: Registers the board does not have that the host touched, as ``"0x0c"``, sorted.
+    unknown_registers: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a dict."""
@@ -88,6 +92,9 @@ class NexysRegisters(ABC):
         replies = []
         for request in self._parser.feed(data):
             self.stats.requests += 1
+            key = f"0x{request.register:02x} {'read' if request.is_read else 'write'}"
+            per_register = self.stats.requests_per_register
+            per_register[key] = per_register.get(key, 0) + 1
             self._before_request()
             if request.is_read:
                 self.stats.reads += 1
@@ -128,7 +135,9 @@ class NexysRegisters(ABC):
     def _unknown(self, what: str, register: int, length: int) -> None:
         self.stats.unknown_register_accesses += 1
         level = logging.DEBUG if register in self._unknown_seen else logging.WARNING
-        self._unknown_seen.add(register)
+        if register not in self._unknown_seen:
+            self._unknown_seen.add(register)
+            self.stats.unknown_registers = sorted(f"0x{r:02x}" for r in self._unknown_seen)
         log.log(level, "%s of %d bytes at unknown register 0x%02x (%s)", what, length, register,
                 "reads as zeros" if what == "read" else "ignored")
 
