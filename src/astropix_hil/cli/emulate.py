@@ -10,6 +10,7 @@ from .. import __version__
 from ..emulator import Anomalies, Emulator, EmulatorConfig, TotDistribution, write_run
 from ..emulator.config import MODES
 from ..errors import EmulatorConfigError
+from .argtypes import non_negative_float, positive_float, seed
 
 ANOMALY_HELP = ("anomalies, per hit: KIND=P[,KIND=P...] with P a probability, a bare KIND "
                 "forces it (P=1), 'all' or 'all=P' sets every kind (default P 0.05), 'none' "
@@ -32,13 +33,6 @@ def _typed(parse):
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
-        raise ValueError(f"{text} is not >= 0")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
         raise ValueError(f"{text} is not >= 0")
     return value
 
@@ -70,16 +64,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Deterministic for a seed.")
     stop = parser.add_mutually_exclusive_group(required=True)
     stop.add_argument("--readouts", type=_typed(_count), metavar="N", help="emit N readouts")
-    stop.add_argument("--duration", type=_typed(_seconds), metavar="S",
+    stop.add_argument("--duration", type=non_negative_float, metavar="S",
                       help="emit the readouts of the first S seconds of chip time")
     parser.add_argument("--out", required=True, metavar="SIM.apx", help="output .apx file")
     parser.add_argument("--truth", metavar="TRUTH.csv", help="ground-truth hit table (CSV)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     parser.add_argument("--mode", choices=MODES, default="injection",
                         help="injection: a pulse train at one pixel, as in the real run "
                              "(default); poisson: random hits over the array")
-    parser.add_argument("--rate", type=float, metavar="HZ",
+    parser.add_argument("--rate", type=non_negative_float, metavar="HZ",
                         help="hits (poisson, default 1000) or pulses (injection, default one "
                              "per 77.36 ms) per second, per chip")
     parser.add_argument("--anomalies", type=_typed(Anomalies.parse), default=Anomalies(),
@@ -91,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="chip ids of the daisy chain (0 to 30)")
     parser.add_argument("--read-size", type=int, default=2048, metavar="BYTES",
                         help="bytes the DAQ reads per readout (default 2048)")
-    parser.add_argument("--poll-interval", type=float, default=1.0, metavar="MS",
+    parser.add_argument("--poll-interval", type=positive_float, default=1.0, metavar="MS",
                         help="the DAQ polls the FIFO every MS milliseconds (default 1)")
     array = parser.add_argument_group("pixels and TOT")
     array.add_argument("--rows", type=int, default=32, help="array rows (1-32, default 32)")
@@ -104,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="TOT in us: normal:MEAN,SIGMA uniform:LO,HI exponential:MEAN "
                             "fixed:V (injection default normal:235,18, poisson "
                             "exponential:50)")
-    array.add_argument("--jitter", type=float, default=25.0, metavar="NS",
+    array.add_argument("--jitter", type=non_negative_float, default=25.0, metavar="NS",
                        help="injection: pulse time jitter, sigma in ns (default 25)")
     fields = parser.add_argument_group("hit fields")
     for edge in ("1", "2"):
