@@ -134,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
             # Heartbeats carry the file's own header: a late monitor knows exactly the run.
             sender = _make_sender(args, writer.header)
         except BaseException:
+            # Nothing was recorded: a header-only file would only block the retry.
             writer.close()
+            os.remove(out)
             raise
     except BaseException:
         link.close()
