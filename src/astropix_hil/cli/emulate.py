@@ -10,7 +10,13 @@ from .. import __version__
 from ..emulator import Anomalies, Emulator, EmulatorConfig, TotDistribution, write_run
 from ..emulator.config import MODES
 from ..errors import EmulatorConfigError
-from .argtypes import non_negative_float, positive_float, seed
+from .argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed,
+)
 
 ANOMALY_HELP = ("anomalies, per hit: KIND=P[,KIND=P...] with P a probability, a bare KIND "
                 "forces it (P=1), 'all' or 'all=P' sets every kind (default P 0.05), 'none' "
@@ -79,17 +85,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--anomalies", type=_typed(Anomalies.parse), default=Anomalies(),
                         metavar="SPEC", help=ANOMALY_HELP)
     chips = parser.add_mutually_exclusive_group()
-    chips.add_argument("--chips", type=int, default=1, metavar="N",
+    chips.add_argument("--chips", type=positive_int, default=1, metavar="N",
                        help="chips in the daisy chain, ids 0..N-1 (default 1)")
     chips.add_argument("--chip-ids", type=_typed(_ids), metavar="ID,ID...",
                        help="chip ids of the daisy chain (0 to 30)")
-    parser.add_argument("--read-size", type=int, default=2048, metavar="BYTES",
+    parser.add_argument("--read-size", type=positive_int, default=2048, metavar="BYTES",
                         help="bytes the DAQ reads per readout (default 2048)")
     parser.add_argument("--poll-interval", type=positive_float, default=1.0, metavar="MS",
                         help="the DAQ polls the FIFO every MS milliseconds (default 1)")
     array = parser.add_argument_group("pixels and TOT")
-    array.add_argument("--rows", type=int, default=32, help="array rows (1-32, default 32)")
-    array.add_argument("--cols", type=int, default=16, help="array columns (1-32, default 16)")
+    array.add_argument("--rows", type=positive_int, default=32,
+                       help="array rows (1-32, default 32)")
+    array.add_argument("--cols", type=positive_int, default=16,
+                       help="array columns (1-32, default 16)")
     array.add_argument("--pixel", type=_typed(_pair), metavar="ROW,COL",
                        help="the fixed pixel (injection default 0,9; poisson: every hit)")
     array.add_argument("--hot-pixels", metavar="R,C:W;...",
@@ -104,11 +112,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for edge in ("1", "2"):
         fields.add_argument(f"--ts-neg{edge}", type=_typed(_neg), default=None,
                             metavar="0|1|random", help=f"ts_neg{edge} (default random)")
-        fields.add_argument(f"--ts-tdc{edge}", type=int, default=0, metavar="0-31",
+        fields.add_argument(f"--ts-tdc{edge}", type=non_negative_int, default=0, metavar="0-31",
                             help=f"ts_tdc{edge} (default 0)")
-    parser.add_argument("--counter-phase", type=int, metavar="TICKS",
+    parser.add_argument("--counter-phase", type=non_negative_int, metavar="TICKS",
                         help="the 17-bit counter's value at time 0 (default: from the seed)")
-    parser.add_argument("--start-ns", type=int, metavar="NS",
+    parser.add_argument("--start-ns", type=non_negative_int, metavar="NS",
                         help="host time (ns since the epoch) of chip time 0, for readout "
                              "timestamps (default 2025-07-23 07:25:36 UTC)")
     parser.set_defaults(run=run)
