@@ -99,10 +99,9 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     if args.replay:
         hits = write_replay_truth(board, args.truth) if args.truth else None
-        exact = True
     else:
         hits = board.write_truth_csv(args.truth) if args.truth else None
-        exact = board.truth_exact
+    exact = board.truth_exact
     summary = {"truth_file": args.truth, "truth_hits": hits, "truth_exact": exact,
                **board.stats.as_dict()}
     if args.json:
