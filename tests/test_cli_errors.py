@@ -73,6 +73,7 @@ def make_input(tmp_path: Path, kind: str) -> Path:
         "not_utf8.yml": lambda p: p.write_bytes(b"vdac: \xff\xfe\n"),
         "date.yml": lambda p: p.write_text("when: 2025-07-23\n"),
         "laughs.yml": lambda p: p.write_text(billion_laughs()),
+        "missing.key": lambda p: None,
     }
     path = tmp_path / kind
     files[kind](path)
@@ -116,6 +117,9 @@ CASES = {
     "daq --ttl 999": (["daq", "--ttl", "999", "--out", "{out}"], None, 2, ["--ttl", "999"]),
     "daq --duration nan": (["daq", "--duration", "nan", "--out", "{out}"], None, 2,
                            ["--duration", "nan"]),
+    # A failure after the file is made (here: the sender's key) must not leave it behind.
+    "daq --key missing": (["daq", "--key", "{}", "--out", "{out}", "--readouts", "1"],
+                          "missing.key", 1, ["missing.key"]),
 }
 
 
