@@ -11,6 +11,7 @@ import numpy as np
 from astropix_hil.cli import main
 from astropix_hil.fileio import read_hits, write_apx
 from astropix_hil.fmt import AstroPix4Readout
+from astropix_hil.hitcsv import read_hits_csv
 
 
 def test_convert_reproduces_the_reference_csv_byte_for_byte(real_apx, real_csv, tmp_path):
@@ -19,10 +20,27 @@ def test_convert_reproduces_the_reference_csv_byte_for_byte(real_apx, real_csv, 
     assert out.read_text() == real_csv.read_text()
 
 
-def test_convert_to_numpy(real_apx, tmp_path):
+def test_convert_to_numpy(emulated_run, emulated_truth, tmp_path):
     out = tmp_path / "hits.npy"
-    assert main(["convert", str(real_apx), "--format", "npy", "-o", str(out)]) == 0
-    assert np.array_equal(np.load(out), read_hits(real_apx))
+    assert main(["convert", str(emulated_run), "--format", "npy", "-o", str(out)]) == 0
+    assert np.array_equal(np.load(out), read_hits_csv(emulated_truth)[1])
+
+
+def test_convert_gives_the_emulator_truth_byte_for_byte(emulated_run, emulated_truth,
+                                                        tmp_path):
+    out = tmp_path / "hits.csv"
+    assert main(["convert", str(emulated_run), "--format", "csv", "-o", str(out)]) == 0
+    assert out.read_text() == emulated_truth.read_text()
+
+
+def test_import_log_of_the_fixture_log_gives_its_hits(legacy_log, emulated_truth, tmp_path):
+    out = tmp_path / "legacy.apx"
+    assert main(["import-log", str(legacy_log), "-o", str(out)]) == 0
+    hits = read_hits(out)
+    truth = read_hits_csv(emulated_truth)[1]
+    assert (hits["timestamp"] == 0).all()
+    for name in ("readout_id", "decoding_order", "row", "column", "ts_dec1", "ts_dec2"):
+        assert np.array_equal(hits[name], truth[name]), name
 
 
 def test_info_summarizes_the_real_run(real_apx, capsys):

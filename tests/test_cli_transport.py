@@ -10,7 +10,7 @@ import time
 import pytest
 
 from astropix_hil.cli import main
-from astropix_hil.fileio import write_apx
+from astropix_hil.fileio import apx_open, write_apx
 from astropix_hil.fmt import AstroPix4Readout
 from astropix_hil.hitcsv import read_hits_csv
 
@@ -51,44 +51,54 @@ def finish(proc: subprocess.Popen) -> tuple[dict, str, str]:
     return json.loads(out.splitlines()[-1]), out, err
 
 
-def test_replay_of_the_real_run_decodes_to_the_reference_csv(ns, real_apx, real_csv,
-                                                             tmp_path):
+def readouts_of(path) -> list[AstroPix4Readout]:
+    with apx_open(path) as reader:
+        return list(reader)
+
+
+def test_replay_of_a_run_decodes_to_its_truth(ns, emulated_run, emulated_truth, tmp_path):
     out_csv = tmp_path / "hits.csv"
-    proc = recv(ns, "--count", "775", "--hits", "--quiet", "--csv", str(out_csv), "--json")
-    sent = send(ns, str(real_apx), "--as-fast-as-possible")
+    count = len(readouts_of(emulated_run))
+    truth_header, truth = read_hits_csv(emulated_truth)
+    proc = recv(ns, "--count", str(count), "--hits", "--quiet", "--csv", str(out_csv), "--json")
+    sent = send(ns, str(emulated_run), "--as-fast-as-possible")
     stats, _, _ = finish(proc)
-    assert sent["readouts_sent"] == 775 and sent["sender"]["datagrams_failed"] == 0
-    assert stats["consumed"]["readouts"] == 775
-    assert stats["consumed"]["hits"] == 776
+    assert sent["readouts_sent"] == count and sent["sender"]["datagrams_failed"] == 0
+    assert stats["consumed"]["readouts"] == count
+    assert stats["consumed"]["hits"] == len(truth)
     assert stats["totals"]["readouts_lost"] == stats["totals"]["datagrams_lost"] == 0
     header, hits = read_hits_csv(out_csv)
-    reference_header, reference = read_hits_csv(real_csv)
-    assert header == reference_header  # from the heartbeat sent first
-    assert (hits == reference).all()
+    assert header == truth_header  # from the heartbeat sent first
+    assert (hits == truth).all()
 
 
-def test_recv_prints_readouts_and_their_hits(ns, real_apx):
-    proc = recv(ns, "--count", "3", "--hits")
-    send(ns, str(real_apx), "--as-fast-as-possible")
+def test_recv_prints_readouts_and_their_hits(ns, emulated_run, emulated_truth):
+    first = readouts_of(emulated_run)[0]
+    _, truth = read_hits_csv(emulated_truth)
+    hit = truth[truth["readout_id"] == first.readout_id][0]
+    proc = recv(ns, "--count", "1", "--hits")
+    send(ns, str(emulated_run), "--as-fast-as-possible")
     proc.wait(timeout=TIMEOUT)
     out, err = proc.communicate(timeout=TIMEOUT)
     lines = out.splitlines()
-    assert lines[0].startswith("readout 0 stream ")
-    assert lines[0].endswith("16 bytes bcbce0401eac0dccc200bcbcbcbcbcbc")
-    assert lines[1] == ("  hit chip 0 row 0 column 9 ts_dec1 66157 ts_dec2 70639 "
-                        "tot_us 224.1")
-    assert "received 3 readouts, 3 hits" in err
+    assert lines[0].startswith(f"readout {first.readout_id} stream ")
+    assert lines[0].endswith(f"{len(first.data())} bytes {first.hex()}")
+    assert lines[1] == (f"  hit chip {hit['chip_id']} row {hit['row']} column {hit['column']} "
+                        f"ts_dec1 {hit['ts_dec1']} ts_dec2 {hit['ts_dec2']} "
+                        f"tot_us {hit['tot_us']}")
+    hits = int((truth["readout_id"] == first.readout_id).sum())
+    assert f"received 1 readouts, {hits} hits" in err
     assert "datagrams" in err and "lost 0" in err
 
 
-def test_sigterm_stops_recv_with_the_statistics(ns, real_apx):
+def test_sigterm_stops_recv_with_the_statistics(ns, emulated_run):
     proc = recv(ns, "--json", "--quiet")
-    send(ns, str(real_apx), "--as-fast-as-possible")
+    send(ns, str(emulated_run), "--as-fast-as-possible")
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     stats, _, _ = finish(proc)
     assert stats["consumed"]["stop_reason"] == "signal SIGTERM"
-    assert stats["consumed"]["readouts"] == 775
+    assert stats["consumed"]["readouts"] == len(readouts_of(emulated_run))
     (stream,) = stats["streams"].values()
     assert stream["ended"] and stream["readouts_lost"] == 0
 

@@ -104,12 +104,22 @@ def test_settings_are_remembered_and_timeouts_checked(attached):
         assert handle.settings == {}
 
 
+def wait_queue(handle, count: int) -> None:
+    """Until ``count`` bytes are waiting (a bounded wait for the board thread)."""
+    for _ in range(5000):
+        if handle.getQueueStatus() >= count:
+            return
+        threading.Event().wait(0.002)
+    pytest.fail(f"{count} bytes did not arrive")
+
+
 def test_read_returns_what_arrived_when_the_timeout_expires(attached):
     with ftd2xx.open(0) as handle:
         handle.setTimeouts(50, 50)
         assert handle.read(4) == b""  # nothing requested: the timeout expires empty
         handle.write(bytes([0x00, 0x15, 0x00, 0x01]))  # one status byte comes back
-        assert len(handle.read(8)) == 1
+        wait_queue(handle, 1)
+        assert len(handle.read(8)) == 1  # asked for 8, the timeout hands out the one
 
 
 def test_timeout_zero_waits_for_every_byte(attached):
@@ -124,11 +134,7 @@ def test_queue_status_and_purge(attached):
         handle.setTimeouts(1000, 1000)
         handle.write(bytes([0x00, 0x15, 0x00, 0x10]))
         assert len(handle.read(1)) == 1
-        # The other 15 bytes arrive; a bounded wait for them, then purge drops them.
-        for _ in range(1000):
-            if handle.getQueueStatus() == 15:
-                break
-            threading.Event().wait(0.002)
+        wait_queue(handle, 15)  # the other 15 bytes; then purge drops them
         assert handle.getStatus() == (15, 0, 0)
         handle.purge(ftd2xx.defines.PURGE_RX)
         assert handle.getQueueStatus() == 0

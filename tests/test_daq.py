@@ -132,8 +132,8 @@ def test_a_link_failure_ends_the_run_with_the_error_and_a_readable_file(tmp_path
         assert len(list(reader)) == result.progress.readouts > 0
 
 
-def test_run_header_holds_the_run_metadata(realdata):
-    config = read_config(realdata / "config_v4_none_20250723_092534.yml")
+def test_run_header_holds_the_run_metadata(chip_config):
+    config = read_config(chip_config)
     header = run_header("apxemu://", {"duration": 5}, config)
     assert header["configuration"]["astropix4"]["geometry"] == {"cols": 16, "rows": 35}
     assert header["software"]["name"] == "astropix-hil"

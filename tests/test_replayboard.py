@@ -60,32 +60,77 @@ def test_a_read_fifo_reset_drops_what_is_due_and_short_reads_cut():
     clock.now = 2_500_000  # three readouts due
     board.process(write_request(Register.SPI_CONFIG, bytes([SpiConfig.READ_FIFO_RESET])))
     assert board.stats.readouts_reset == 3 and board.stats.fifo_resets == 1
+    assert board.truth_exact  # nothing served was cut yet
     clock.now = 10**9
     assert board.process(read_request(Register.SPI_READ_FIFO, 4)) == recorded(5)[3].data()[:4]
     assert board.stats.bytes_cut == 6
     assert board.served == [recorded(5)[3]]
+    # The DAQ got 4 bytes of a 10-byte readout: the recorded hits are no longer what it holds.
+    assert not board.truth_exact
+    board.process(FIFO)
+    assert not board.truth_exact
 
 
-def test_a_real_run_replayed_through_a_pty_is_stored_byte_for_byte(real_apx, tmp_path):
+def test_the_truth_is_exact_while_every_readout_goes_out_whole():
+    board = ReplayBoard(recorded(3))
+    served = [board.process(FIFO) for _ in range(4)]
+    assert served[3] == b"\xff" * 2048 and board.stats.exhausted
+    assert board.truth_exact
+
+
+def replay_through_a_pty(apx, readouts: int, tmp_path) -> tuple[dict, dict]:
+    """Serve ``apx`` with ``apx-hil board --replay`` on a pty, record it with ``apx-hil daq``;
+    return the DAQ's and the board's JSON summaries (files: replayed.apx, truth.csv)."""
     board = subprocess.Popen([sys.executable, "-m", "astropix_hil", "board", "--pty",
-                              "--replay", str(real_apx), "--speed", "inf", "--json",
+                              "--replay", str(apx), "--speed", "inf", "--json",
                               "--truth", str(tmp_path / "truth.csv")],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         pty = board.stdout.readline().strip()
-        out = tmp_path / "replayed.apx"
         daq = subprocess.run([sys.executable, "-m", "astropix_hil", "daq", "--port", pty,
-                              "--readouts", "775", "--out", str(out), "--no-multicast",
-                              "--json"], capture_output=True, text=True, timeout=120)
+                              "--readouts", str(readouts), "--out",
+                              str(tmp_path / "replayed.apx"), "--no-multicast", "--json"],
+                             capture_output=True, text=True, timeout=120)
         assert daq.returncode == 0, daq.stderr
-        assert json.loads(daq.stdout)["readouts"] == 775
     finally:
         board.terminate()
-        board.communicate(timeout=60)
-    with apx_open(real_apx) as original, apx_open(out) as replayed:
+        out, err = board.communicate(timeout=60)
+    assert board.returncode == 0, err
+    return json.loads(daq.stdout), json.loads(out.splitlines()[-1])
+
+
+def without_timestamps(hits: np.ndarray) -> np.ndarray:
+    return hits[[n for n in hits.dtype.names if n != "timestamp"]]
+
+
+def test_an_emulated_run_replayed_through_a_pty_gives_the_emulator_truth(
+        emulated_run, emulated_truth, tmp_path):
+    """Checked against hits known independently of the decoder: the emulator's record of the
+    hits it generated (the run's readout ids count from 0, as the DAQ numbers them)."""
+    with apx_open(emulated_run) as reader:
+        original = list(reader)
+    assert [r.readout_id for r in original] == list(range(len(original)))
+    daq, board = replay_through_a_pty(emulated_run, len(original), tmp_path)
+    assert daq["readouts"] == len(original)
+    _, truth = read_hits_csv(emulated_truth)
+    with apx_open(tmp_path / "replayed.apx") as replayed:
         assert [r.data() for r in replayed] == [r.data() for r in original]
-    # The truth: the served readouts' hits, numbered as the DAQ numbers readouts.
+    assert np.array_equal(without_timestamps(read_hits(tmp_path / "replayed.apx")),
+                          without_timestamps(truth))
+    _, board_truth = read_hits_csv(tmp_path / "truth.csv")
+    assert np.array_equal(without_timestamps(board_truth), without_timestamps(truth))
+    assert board["truth_hits"] == len(truth) and board["truth_exact"] is True
+
+
+def test_a_real_run_replayed_through_a_pty_is_stored_byte_for_byte(real_apx, real_csv,
+                                                                   tmp_path):
+    daq, board = replay_through_a_pty(real_apx, 775, tmp_path)
+    assert daq["readouts"] == 775
+    with apx_open(real_apx) as original, apx_open(tmp_path / "replayed.apx") as replayed:
+        assert [r.data() for r in replayed] == [r.data() for r in original]
+    # The truth: the served readouts' hits, numbered as the DAQ numbers readouts, are those of
+    # the AstroPix team's reference decoding of the run (its CSV), not of our own decoder.
     _, truth = read_hits_csv(tmp_path / "truth.csv")
-    hits = read_hits(out)
-    names = [n for n in hits.dtype.names if n != "timestamp"]
-    assert len(truth) == 776 and np.array_equal(truth[names], hits[names])
+    _, reference = read_hits_csv(real_csv)
+    assert len(truth) == 776 and board["truth_exact"] is True
+    assert np.array_equal(without_timestamps(truth), without_timestamps(reference))

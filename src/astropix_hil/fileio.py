@@ -49,7 +49,8 @@ def encode_header(header: Mapping[str, Any] | None) -> bytes:
     content: dict[str, Any] = {READOUT_UID_KEY: ASTROPIX4_UID}
     if header:
         content.update(header)
-    if content[READOUT_UID_KEY] not in READOUT_CLASSES:
+    uid = content[READOUT_UID_KEY]
+    if type(uid) is not int or uid not in READOUT_CLASSES:
         raise ValueError(f"readout_uid {content[READOUT_UID_KEY]!r} is not a known readout "
                          f"class (known: {sorted(READOUT_CLASSES)})")
     text = json.dumps(content).encode("utf-8")
@@ -74,13 +75,16 @@ def decode_header(prefix: bytes, path: str | None = None) -> tuple[dict[str, Any
                                   f"{len(prefix) - text_at} follow", path, length_at)
     try:
         header = json.loads(prefix[text_at:text_at + length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadHeaderError(f"header is not UTF-8 JSON: {exc}", path, text_at) from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError: not UTF-8, not JSON, or a number too long; RecursionError: nested deep.
+        what = "nested too deep" if isinstance(exc, RecursionError) else exc
+        raise BadHeaderError(f"header is not UTF-8 JSON: {what}", path, text_at) from None
     if not isinstance(header, dict):
         raise BadHeaderError(f"header is a JSON {type(header).__name__}, not an object",
                              path, text_at)
     uid = header.get(READOUT_UID_KEY)
-    if uid not in READOUT_CLASSES:
+    # Only an integer names a readout class (a list is not even hashable).
+    if type(uid) is not int or uid not in READOUT_CLASSES:
         raise BadHeaderError(f"header readout_uid {uid!r} is not a known readout class "
                              f"(known: {sorted(READOUT_CLASSES)})", path, text_at)
     return header, text_at + length

@@ -1,8 +1,12 @@
 """The ``apx-hil`` command line: one module per subcommand, each with ``register(subparsers)``.
 
-A subcommand's function takes the parsed arguments and returns the exit status. Errors of the
-package (:class:`~astropix_hil.errors.ApxHilError`) and of the operating system end the
-command with a one-line message naming the problem and status 1; usage errors give status 2.
+A subcommand's function takes the parsed arguments and returns the exit status. Whatever goes
+wrong ends the command with ONE line on stderr, ``apx-hil CMD: error: ...``, never a traceback:
+usage errors (a bad option value, see :mod:`.argtypes`) with status 2, everything else with
+status 1. Errors of the package (:class:`~astropix_hil.errors.ApxHilError`) and of the
+operating system name the problem themselves; any other exception is unexpected, and its line
+says to rerun with ``-v`` for the traceback (``-v`` prints it). Python warnings are printed as
+one line ``warning: ...`` each.
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
 
 from .. import __version__
 from ..errors import ApxHilError
@@ -23,9 +30,46 @@ COMMANDS = (
 )
 
 
+#: Longest error or warning message printed (a message may quote a whole bad value).
+MAX_MESSAGE = 400
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with usage errors on one line: the problem, and where the usage is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line, at most :data:`MAX_MESSAGE` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_MESSAGE else line[:MAX_MESSAGE - 3] + "..."
+
+
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+    """A :func:`warnings.showwarning` printing one line ``warning: MESSAGE`` (our warnings
+    name their file first), without the source path and line of the code that warned."""
+    print(f"warning: {one_line(message)}", file=sys.stderr if file is None else file)
+
+
+def report(command: str, exc: BaseException, verbose: int) -> int:
+    """Print the one line for an exception that ended ``command``; return the exit status."""
+    if verbose:
+        traceback.print_exception(exc)
+    if isinstance(exc, (ApxHilError, OSError)):
+        message = one_line(exc)
+    else:
+        hint = "" if verbose else " (unexpected; rerun with -v for the traceback)"
+        message = f"{one_line(f'{type(exc).__name__}: {exc}')}{hint}"
+    print(f"apx-hil {command}: error: {message}", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="apx-hil",
         description="AstroPix4 DAQ hardware-in-the-loop harness: emulate the chip and board, "
                     "run the DAQ, multicast readouts, convert and inspect .apx files.")
@@ -53,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    previous: Any = warnings.showwarning
+    warnings.showwarning = show_warning
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
@@ -61,9 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our output went away (e.g. `| head`); not an error of ours.
         sys.stderr.close()
         return 0
-    except (ApxHilError, OSError) as exc:
-        print(f"apx-hil {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # the rule: whatever it is, one line (see the module docstring)
+        return report(args.command, exc, args.verbose)
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import tempfile
 import threading
 
 from ..agent import AgentServer, fingerprint, load_token, parse_listen
+from .argtypes import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow", action="append", metavar="PROGRAM",
                         help="allow only this program (name or path of argv[0]; repeat); "
                              "default: any program")
-    parser.add_argument("--max-procs", type=int, default=64, metavar="N",
+    parser.add_argument("--max-procs", type=positive_int, default=64, metavar="N",
                         help="most processes running at once (default 64)")
     parser.set_defaults(run=run)
 

@@ -15,6 +15,7 @@ from ..bulk import decode_readouts
 from ..fileio import apx_open
 from ..fmt import AstroPix4Readout
 from ..hitcsv import write_hits_csv
+from .argtypes import non_negative_float, positive_float, seed, speed_factor
 
 
 def _option(text: str) -> tuple[str, str]:
@@ -35,15 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pty", action="store_true", required=True,
                         help="serve on a new pseudo-terminal (the only transport so far)")
     add_board_options(parser)
-    parser.add_argument("--duration", type=float, help="stop after S seconds")
+    parser.add_argument("--duration", type=positive_float, help="stop after S seconds")
     parser.add_argument("--json", action="store_true", help="print statistics as JSON")
     parser.set_defaults(run=run)
 
 
 def add_board_options(parser: argparse.ArgumentParser) -> None:
     """The options that choose and shape the virtual board (shared with run-with-board)."""
-    parser.add_argument("--seed", type=int, default=0, help="emulator seed (default 0)")
-    parser.add_argument("--rate", help="hit rate in Hz (default: the emulator's)")
+    parser.add_argument("--seed", type=seed, default=0, help="emulator seed (default 0)")
+    parser.add_argument("--rate", type=non_negative_float,
+                        help="hit rate in Hz (default: the emulator's)")
     parser.add_argument("--mode", help="hit source: injection or poisson (default: emulator's)")
     parser.add_argument("--anomalies", help="anomaly mix, see apx-hil emulate --help")
     parser.add_argument("--chips", help="number of chips in the daisy chain")
@@ -53,7 +55,7 @@ def add_board_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay", metavar="RUN.apx",
                         help="serve the readouts of a recorded run instead of emulating the "
                              "chip, one per non-empty read")
-    parser.add_argument("--speed", type=float, default=1.0,
+    parser.add_argument("--speed", type=speed_factor, default=1.0,
                         help="with --replay: speed-up of the recorded pace ('inf': as fast "
                              "as the DAQ asks; default 1)")
     parser.add_argument("--truth", help="write the true hits of the reads served to this CSV")
@@ -96,11 +98,9 @@ def finish_board(board: VirtualBoard | ReplayBoard, args: argparse.Namespace) ->
     """Write the truth file if asked; the board's summary (truth and statistics)."""
     if isinstance(board, ReplayBoard):
         hits = write_replay_truth(board, args.truth) if args.truth else None
-        exact = True
     else:
         hits = board.write_truth_csv(args.truth) if args.truth else None
-        exact = board.truth_exact
-    return {"truth_file": args.truth, "truth_hits": hits, "truth_exact": exact,
+    return {"truth_file": args.truth, "truth_hits": hits, "truth_exact": board.truth_exact,
             **board.stats.as_dict()}
 
 

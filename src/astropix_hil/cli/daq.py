@@ -16,6 +16,7 @@ from ..daq import DaqOptions, DaqRun, Progress, run_header
 from ..errors import ApxHilError
 from ..fileio import ApxWriter
 from ..yamlfile import read_yaml
+from .argtypes import non_negative_float, positive_float, positive_int, ttl
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +49,6 @@ def group_and_port(text: str) -> tuple[str, int]:
     return group, number
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not > 0")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not > 0")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "daq", help="run the DAQ: board -> .apx file + multicast",
@@ -74,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "pyserial URL: apxemu://?seed=1&rate=1000 (virtual board), "
                              "ftdififo://ftdi:2232h/1 (FT2232H sync FIFO) "
                              f"(default: {DEFAULT_PORT})")
-    parser.add_argument("--baudrate", type=int, default=DEFAULT_BAUDRATE,
+    parser.add_argument("--baudrate", type=positive_int, default=DEFAULT_BAUDRATE,
                         help=f"serial baud rate (default {DEFAULT_BAUDRATE})")
     parser.add_argument("--reply-timeout", type=positive_float, default=DEFAULT_REPLY_TIMEOUT,
                         help="seconds a board reply may take (default %(default)s)")
@@ -92,12 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="address or name of the interface to send on (default: "
                           f"{EMULATOR_INTERFACE} with the emulated board, else the routing "
                           "table's choice)")
-    net.add_argument("--ttl", type=int, default=1,
+    net.add_argument("--ttl", type=ttl, default=1,
                      help="multicast TTL (default 1: the local subnet)")
     net.add_argument("--key", help="shared key file: authenticate every datagram")
     net.add_argument("--legacy", action="store_true",
                      help="send bare readouts, one per datagram (AstroPix tools' format)")
-    net.add_argument("--linger", type=float, default=0.0, metavar="S",
+    net.add_argument("--linger", type=non_negative_float, default=0.0, metavar="S",
                      help="after the run, keep sending heartbeats for S seconds before the "
                           "stream ends, so slow monitors catch up and can count their loss")
     parser.add_argument("--sync-interval", type=positive_float, default=1.0,
@@ -147,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
             # Heartbeats carry the file's own header: a late monitor knows exactly the run.
             sender = _make_sender(args, writer.header)
         except BaseException:
+            # Nothing was recorded: a header-only file would only block the retry.
             writer.close()
+            os.remove(out)
             raise
     except BaseException:
         link.close()

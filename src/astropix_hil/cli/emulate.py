@@ -10,6 +10,13 @@ from .. import __version__
 from ..emulator import Anomalies, Emulator, EmulatorConfig, TotDistribution, write_run
 from ..emulator.config import MODES
 from ..errors import EmulatorConfigError
+from .argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed,
+)
 
 ANOMALY_HELP = ("anomalies, per hit: KIND=P[,KIND=P...] with P a probability, a bare KIND "
                 "forces it (P=1), 'all' or 'all=P' sets every kind (default P 0.05), 'none' "
@@ -32,13 +39,6 @@ def _typed(parse):
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
-        raise ValueError(f"{text} is not >= 0")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
         raise ValueError(f"{text} is not >= 0")
     return value
 
@@ -70,32 +70,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Deterministic for a seed.")
     stop = parser.add_mutually_exclusive_group(required=True)
     stop.add_argument("--readouts", type=_typed(_count), metavar="N", help="emit N readouts")
-    stop.add_argument("--duration", type=_typed(_seconds), metavar="S",
+    stop.add_argument("--duration", type=non_negative_float, metavar="S",
                       help="emit the readouts of the first S seconds of chip time")
     parser.add_argument("--out", required=True, metavar="SIM.apx", help="output .apx file")
     parser.add_argument("--truth", metavar="TRUTH.csv", help="ground-truth hit table (CSV)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     parser.add_argument("--mode", choices=MODES, default="injection",
                         help="injection: a pulse train at one pixel, as in the real run "
                              "(default); poisson: random hits over the array")
-    parser.add_argument("--rate", type=float, metavar="HZ",
+    parser.add_argument("--rate", type=non_negative_float, metavar="HZ",
                         help="hits (poisson, default 1000) or pulses (injection, default one "
                              "per 77.36 ms) per second, per chip")
     parser.add_argument("--anomalies", type=_typed(Anomalies.parse), default=Anomalies(),
                         metavar="SPEC", help=ANOMALY_HELP)
     chips = parser.add_mutually_exclusive_group()
-    chips.add_argument("--chips", type=int, default=1, metavar="N",
+    chips.add_argument("--chips", type=positive_int, default=1, metavar="N",
                        help="chips in the daisy chain, ids 0..N-1 (default 1)")
     chips.add_argument("--chip-ids", type=_typed(_ids), metavar="ID,ID...",
                        help="chip ids of the daisy chain (0 to 30)")
-    parser.add_argument("--read-size", type=int, default=2048, metavar="BYTES",
+    parser.add_argument("--read-size", type=positive_int, default=2048, metavar="BYTES",
                         help="bytes the DAQ reads per readout (default 2048)")
-    parser.add_argument("--poll-interval", type=float, default=1.0, metavar="MS",
+    parser.add_argument("--poll-interval", type=positive_float, default=1.0, metavar="MS",
                         help="the DAQ polls the FIFO every MS milliseconds (default 1)")
     array = parser.add_argument_group("pixels and TOT")
-    array.add_argument("--rows", type=int, default=32, help="array rows (1-32, default 32)")
-    array.add_argument("--cols", type=int, default=16, help="array columns (1-32, default 16)")
+    array.add_argument("--rows", type=positive_int, default=32,
+                       help="array rows (1-32, default 32)")
+    array.add_argument("--cols", type=positive_int, default=16,
+                       help="array columns (1-32, default 16)")
     array.add_argument("--pixel", type=_typed(_pair), metavar="ROW,COL",
                        help="the fixed pixel (injection default 0,9; poisson: every hit)")
     array.add_argument("--hot-pixels", metavar="R,C:W;...",
@@ -104,17 +106,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="TOT in us: normal:MEAN,SIGMA uniform:LO,HI exponential:MEAN "
                             "fixed:V (injection default normal:235,18, poisson "
                             "exponential:50)")
-    array.add_argument("--jitter", type=float, default=25.0, metavar="NS",
+    array.add_argument("--jitter", type=non_negative_float, default=25.0, metavar="NS",
                        help="injection: pulse time jitter, sigma in ns (default 25)")
     fields = parser.add_argument_group("hit fields")
     for edge in ("1", "2"):
         fields.add_argument(f"--ts-neg{edge}", type=_typed(_neg), default=None,
                             metavar="0|1|random", help=f"ts_neg{edge} (default random)")
-        fields.add_argument(f"--ts-tdc{edge}", type=int, default=0, metavar="0-31",
+        fields.add_argument(f"--ts-tdc{edge}", type=non_negative_int, default=0, metavar="0-31",
                             help=f"ts_tdc{edge} (default 0)")
-    parser.add_argument("--counter-phase", type=int, metavar="TICKS",
+    parser.add_argument("--counter-phase", type=non_negative_int, metavar="TICKS",
                         help="the 17-bit counter's value at time 0 (default: from the seed)")
-    parser.add_argument("--start-ns", type=int, metavar="NS",
+    parser.add_argument("--start-ns", type=non_negative_int, metavar="NS",
                         help="host time (ns since the epoch) of chip time 0, for readout "
                              "timestamps (default 2025-07-23 07:25:36 UTC)")
     parser.set_defaults(run=run)

@@ -19,6 +19,7 @@ from ..fmt import Decoding, parse_readout
 from ..framing import ReadoutBatch
 from ..hitcsv import column_line, format_rows, header_line
 from ..sock import DEFAULT_GROUP, DEFAULT_PORT, MulticastReceiver
+from .argtypes import non_negative_float, port_number, positive_float, positive_int
 
 # Longest the loop waits before looking at the clock and the stop flag.
 _TICK = 0.1
@@ -60,7 +61,7 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
     """--group, --port, --interface, --key (shared by send and recv)."""
     parser.add_argument("--group", default=DEFAULT_GROUP,
                         help="multicast group (default %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                         help="UDP port (default %(default)s)")
     parser.add_argument("--interface", metavar="ADDR|NAME",
                         help="network interface, by IPv4 address or name (default: routing)")
@@ -76,9 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "stopped by SIGTERM or SIGINT.")
     add_network_options(parser)
     stop = parser.add_mutually_exclusive_group()
-    stop.add_argument("--count", type=int, metavar="N", help="stop after N readouts")
-    stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    parser.add_argument("--idle-exit", type=float, metavar="S",
+    stop.add_argument("--count", type=positive_int, metavar="N", help="stop after N readouts")
+    stop.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--idle-exit", type=positive_float, metavar="S",
                         help="stop after S seconds without any datagram")
     parser.add_argument("--hits", action="store_true",
                         help="decode hits (in bulk) and print them under their readout")
@@ -90,14 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="print the statistics as one JSON line, the last of stdout")
     parser.add_argument("--allow-sender", action="append", metavar="ADDR",
                         help="accept datagrams only from this address (repeatable)")
-    parser.add_argument("--rcvbuf", type=int, metavar="BYTES",
+    parser.add_argument("--rcvbuf", type=positive_int, metavar="BYTES",
                         help="socket receive buffer (default 8 MiB)")
-    parser.add_argument("--consume-delay", type=float, default=0.0, metavar="S",
+    parser.add_argument("--consume-delay", type=non_negative_float, default=0.0, metavar="S",
                         help="sleep S seconds per readout (simulates a slow consumer)")
-    parser.add_argument("--reorder-window", type=int, default=1024, metavar="N",
+    parser.add_argument("--reorder-window", type=positive_int, default=1024, metavar="N",
                         help="datagrams held back waiting for a missing one (default "
                              "%(default)s)")
-    parser.add_argument("--reorder-timeout", type=float, default=0.05, metavar="S",
+    parser.add_argument("--reorder-timeout", type=positive_float, default=0.05, metavar="S",
                         help="how long a missing datagram is waited for (default %(default)s)")
     parser.set_defaults(run=run)
 

@@ -22,6 +22,7 @@ from ..compat import PATH_DIR
 from ..compat.ftd2xx import PORT_VARIABLE
 from ..compat.sitecustomize import PORTS_VARIABLE
 from ..errors import ApxHilError
+from .argtypes import positive_float
 from .board import add_board_options, finish_board, make_board
 
 #: Exit status when the program could not be started, or was stopped by --timeout
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--profile", choices=("nexys",), default="nexys",
                         help="board profile (default nexys)")
     add_board_options(parser)
-    parser.add_argument("--timeout", type=float, metavar="S",
+    parser.add_argument("--timeout", type=positive_float, metavar="S",
                         help=f"stop PROGRAM after S seconds (exit status {TIMED_OUT})")
     parser.add_argument("--json", action="store_true",
                         help="print the statistics as JSON on stdout")

@@ -13,10 +13,14 @@ import numpy as np
 from ..fileio import iter_frame_chunks, read_header
 from ..fmt import READOUT_HEADER
 from ..framing import DEFAULT_FLUSH_DELAY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_DATAGRAM
+from ..framing.datagram import HEADER, MAX_UDP_PAYLOAD
 from ..sock import DEFAULT_TTL, MulticastSender
+from .argtypes import int_range, non_negative_float, positive_float, ttl
 from .recv import StopFlag, add_network_options
 
 _CHUNK = 4 << 20
+#: The smallest datagram that holds one readout header (more with --key: the MAC).
+MIN_DATAGRAM = HEADER.size + READOUT_HEADER.size
 # Most readouts handed to the sender at once when paced (a few ms at 1 MHz).
 _STEP = 4096
 
@@ -30,22 +34,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "statistics at the end.")
     parser.add_argument("apx", help="input .apx file")
     add_network_options(parser)
-    parser.add_argument("--ttl", type=int, default=DEFAULT_TTL,
+    parser.add_argument("--ttl", type=ttl, default=DEFAULT_TTL,
                         help="multicast time-to-live (default %(default)s: the local subnet)")
     pace = parser.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=float, metavar="HZ", help="readouts per second")
+    pace.add_argument("--rate", type=positive_float, metavar="HZ", help="readouts per second")
     pace.add_argument("--as-fast-as-possible", action="store_true",
                       help="no pacing at all")
     parser.add_argument("--legacy", action="store_true",
                         help="one bare serialized readout per datagram, as the AstroPix tools")
-    parser.add_argument("--max-datagram", type=int, default=DEFAULT_MAX_DATAGRAM,
+    parser.add_argument("--max-datagram", type=int_range(MIN_DATAGRAM, MAX_UDP_PAYLOAD),
+                        default=DEFAULT_MAX_DATAGRAM,
                         metavar="BYTES", help="largest datagram (default %(default)s: fits a "
                                               "1500-byte MTU)")
-    parser.add_argument("--flush-delay", type=float, default=DEFAULT_FLUSH_DELAY, metavar="S",
+    parser.add_argument("--flush-delay", type=non_negative_float, default=DEFAULT_FLUSH_DELAY,
+                        metavar="S",
                         help="longest a readout waits for its batch (default %(default)s s)")
-    parser.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_INTERVAL,
+    parser.add_argument("--heartbeat", type=positive_float, default=DEFAULT_HEARTBEAT_INTERVAL,
                         metavar="S", help="heartbeat interval (default %(default)s s)")
-    parser.add_argument("--linger", type=float, default=0.0, metavar="S",
+    parser.add_argument("--linger", type=non_negative_float, default=0.0, metavar="S",
                         help="keep the stream open (heartbeats only) this long after the last "
                              "readout, so receivers learn of a loss at the very end")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
@@ -62,9 +68,6 @@ def _file_chunks(path: str) -> Iterator[tuple[memoryview, list[tuple[int, int]],
 
 def run(args: argparse.Namespace) -> int:
     header = read_header(args.apx)
-    if args.rate is not None and args.rate <= 0:
-        print("apx-hil send: error: --rate must be positive", file=sys.stderr)
-        return 2
     stop = StopFlag()
     sender = MulticastSender(args.group, args.port, args.ttl, args.interface,
                              legacy=args.legacy, header=header, key=args.key,

@@ -67,6 +67,13 @@ class ReplayBoard(NexysRegisters):
             self._due.append(0 if math.isinf(speed) else int(offset / speed))
         self._next = 0
 
+    @property
+    def truth_exact(self) -> bool:
+        """True while every readout served went out whole, so that the hits of the recorded
+        readouts served (the replay's truth) are exactly the hits in what the DAQ received. A
+        read shorter than a readout cuts it (``stats.bytes_cut``) and makes it false for good."""
+        return self.stats.bytes_cut == 0
+
     def _available(self) -> bool:
         if self._next >= len(self._readouts):
             return False
