@@ -228,3 +228,53 @@ __all__ = [
     "import_bin", "is_astep", "iter_hits", "iter_readouts", "match_rows_columns",
     "read_astep_csv", "read_hits", "write_astep_csv",
 ]
+
+
+def summarize(path: str | os.PathLike) -> dict[str, Any]:
+    """``apx-hil info``'s summary of an A-STEP ``.apx`` (same keys as for AstroPix4 runs, with
+    the decoding counts under ``decoding_flags`` and the layers/chips seen under ``astep``)."""
+    import warnings
+
+    from .errors import TruncatedFileWarning
+
+    header = read_header(path)
+    chip, order = decoding_of(header)
+    readouts = data_bytes = hits = wrong = skipped = missing = 0
+    first_id = last_id = first_ts = last_ts = None
+    pairs: set[tuple[int, int]] = set()
+    extra = b""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncatedFileWarning)
+        for readout in iter_readouts(path):
+            rid = readout.readout_id
+            if last_id is not None and rid > last_id + 1:
+                missing += rid - last_id - 1
+            first_id = rid if first_id is None else first_id
+            first_ts = readout.timestamp if first_ts is None else first_ts
+            last_id, last_ts = rid, readout.timestamp
+            readouts += 1
+            data_bytes += len(readout.data())
+            result = decode_readouts([(readout.data(), rid, readout.timestamp)], chip=chip,
+                                     byteorder=order, extra_bytes=extra)
+            extra = result.extra_bytes
+            hits += len(result.hits)
+            wrong += result.wrong_length
+            skipped += result.skipped
+            pairs.update(zip(result.hits["layer"].tolist(), result.hits["chip_id"].tolist(),
+                             strict=True))
+        truncated = any(issubclass(w.category, TruncatedFileWarning) for w in caught)
+    span_s = (last_ts - first_ts) / 1e9 if readouts > 1 else 0.0
+    flags = {"WRONG_LENGTH_FRAMES": wrong, "SKIPPED_BYTES": skipped,
+             "PARTIAL_FRAME_AT_END": len(extra)}
+    return {
+        "file": os.fspath(path), "size_bytes": os.path.getsize(path),
+        "header_keys": sorted(header), "readouts": readouts, "hits": hits,
+        "data_bytes": data_bytes, "first_readout_id": first_id, "last_readout_id": last_id,
+        "missing_readout_ids": missing, "first_timestamp_ns": first_ts,
+        "last_timestamp_ns": last_ts, "time_span_s": span_s,
+        "readout_rate_hz": readouts / span_s if span_s > 0 else None,
+        "hit_rate_hz": hits / span_s if span_s > 0 else None,
+        "decoding_flags": {k: v for k, v in flags.items() if v}, "truncated": truncated,
+        "astep": {"chip": chip, "fpga_ts_byteorder": order,
+                  "layer_chips": sorted([list(p) for p in pairs])},
+    }

@@ -19,6 +19,7 @@ from ..errors import ApxHilError
 #: Subcommand modules, in the order ``apx-hil --help`` lists them.
 COMMANDS = (
     "daq", "board", "ports", "emulate", "send", "recv", "convert", "info", "import_log", "agent",
+    "import_bin",
 )
 
 

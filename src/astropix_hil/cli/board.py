@@ -8,10 +8,13 @@ import signal
 import sys
 import threading
 
+from ..boards.astep.daqsetup import add_board_options as add_astep_board_options
+from ..boards.astep.daqsetup import make_board as make_astep_board
 from ..boards.nexys.board import VirtualBoard
 from ..boards.nexys.replay import ReplayBoard
 from ..boards.ptyserve import PtyServer
 from ..bulk import decode_readouts
+from ..errors import ApxHilError
 from ..fileio import apx_open
 from ..fmt import AstroPix4Readout
 from ..hitcsv import write_hits_csv
@@ -34,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the board's statistics on stderr (JSON with --json, on stdout).")
     parser.add_argument("--pty", action="store_true", required=True,
                         help="serve on a new pseudo-terminal (the only transport so far)")
+    parser.add_argument("--profile", choices=("nexys", "astep"), default="nexys",
+                        help="board to serve: nexys (AstroPix4 behind the Nexys register "
+                             "protocol) or astep (A-STEP firmware, AstroPix v4 layers; "
+                             "options --layers, --chips, --rate, --anomalies, --byteorder)")
     parser.add_argument("--seed", type=int, default=0, help="emulator seed (default 0)")
     parser.add_argument("--rate", help="hit rate in Hz (default: the emulator's)")
     parser.add_argument("--mode", help="hit source: injection or poisson (default: emulator's)")
@@ -51,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--truth", help="write the true hits of the reads served to this CSV")
     parser.add_argument("--duration", type=float, help="stop after S seconds")
     parser.add_argument("--json", action="store_true", help="print statistics as JSON")
+    add_astep_board_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -81,7 +89,11 @@ def write_replay_truth(board: ReplayBoard, path: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.replay:
+    if args.profile == "astep" and args.replay:
+        raise ApxHilError("--replay is for the nexys profile only")
+    if args.profile == "astep":
+        board = make_astep_board(args)
+    elif args.replay:
         board = replay_board(args)
     else:
         board = VirtualBoard.from_options(seed=args.seed, **board_options(args))
@@ -95,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if args.replay:
+    if args.profile == "astep":
+        hits = board.write_truth_csv(args.truth) if args.truth else None
+        exact = True
+    elif args.replay:
         hits = write_replay_truth(board, args.truth) if args.truth else None
         exact = True
     else:
