@@ -1,0 +1,38 @@
+"""An independent decoder of A-STEP streams, written from the spec's rules only (§4.2, §4.4):
+walk by LEN (a byte above 16 is skipped), layer = byte 1, sensor frame from byte 2, FPGA
+timestamp = the bytes after it; v4 fields from the big-endian 64-bit word. Frames whose
+sensor header does not say payload 7 are not hits (the analysis keeps payload == 7)."""
+
+from __future__ import annotations
+
+
+def gray_decode(g: int) -> int:
+    b = 0
+    while g:
+        b ^= g
+        g >>= 1
+    return b
+
+
+def reference_hits(buf: bytes, byteorder: str = "big") -> list[dict]:
+    hits, i = [], 0
+    while i < len(buf):
+        n = buf[i]
+        if n > 16:
+            i += 1
+            continue
+        frame = buf[i:i + n + 1]
+        i += n + 1
+        if len(frame) < 10 or frame[2] & 7 != 7:
+            continue
+        w = int.from_bytes(frame[2:10], "big")
+        bits = lambda hi, lo: (w >> lo) & ((1 << (hi - lo + 1)) - 1)  # noqa: E731
+        ts1 = gray_decode(bits(44, 31) << 3 | bits(30, 28)) << 1 | bits(45, 45)
+        ts2 = gray_decode(bits(21, 8) << 3 | bits(7, 5)) << 1 | bits(22, 22)
+        hits.append({
+            "layer": frame[1], "chip_id": bits(63, 59), "payload": bits(58, 56),
+            "row": bits(55, 51), "column": bits(50, 46), "ts_dec1": ts1, "ts_dec2": ts2,
+            "tot_total": ts2 - ts1 if ts2 > ts1 else 2**18 - 1 + ts2 - ts1,
+            "fpga_ts": int.from_bytes(frame[10:], byteorder),
+        })
+    return hits
