@@ -26,7 +26,10 @@ def reference_hits(buf: bytes, byteorder: str = "big") -> list[dict]:
         if len(frame) < 10 or frame[2] & 7 != 7:
             continue
         w = int.from_bytes(frame[2:10], "big")
-        bits = lambda hi, lo: (w >> lo) & ((1 << (hi - lo + 1)) - 1)  # noqa: E731
+
+        def bits(hi: int, lo: int, w: int = w) -> int:
+            return (w >> lo) & ((1 << (hi - lo + 1)) - 1)
+
         ts1 = gray_decode(bits(44, 31) << 3 | bits(30, 28)) << 1 | bits(45, 45)
         ts2 = gray_decode(bits(21, 8) << 3 | bits(7, 5)) << 1 | bits(22, 22)
         hits.append({

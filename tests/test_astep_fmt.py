@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -54,8 +56,7 @@ def frame_of(hit: dict, byteorder: str) -> bytes:
 def test_layer_frames_round_trip_split_into_readouts_anywhere(hits, order, cuts, fill):
     stream = b"".join(frame_of(h, order) + b"\xff" * fill for h in hits)
     bounds = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
-    reads = [(stream[a:b], i, 0) for i, (a, b) in enumerate(zip(bounds, bounds[1:],
-                                                                 strict=False))]
+    reads = [(stream[a:b], i, 0) for i, (a, b) in enumerate(pairwise(bounds))]
     decoded = decode_readouts(reads, byteorder=order)
     assert decoded.extra_bytes == b"" and decoded.wrong_length == 0
     assert decoded.skipped == fill * len(hits)

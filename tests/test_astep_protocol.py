@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -38,7 +39,7 @@ def parse_all(stream: bytes, cuts: list[int]) -> list[tuple[Request, bytes]]:
     parser = RequestParser()
     out: list[tuple[Request, bytes]] = []
     bounds = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in pairwise(bounds):
         for request, chunk, offset in parser.feed(stream[a:b]):
             if out and request.write and offset > 0:
                 assert out[-1][0] == request and len(out[-1][1]) == offset
