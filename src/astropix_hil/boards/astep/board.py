@@ -224,7 +224,7 @@ class AstepBoard:
             layer = self.layers[int(name[6])]
             kind = name[8:]
             if kind == "STATUS":
-                ready = bool(layer.waiting) and layer.waiting[0]["deliver_ns"] <= now - self._t0
+                ready = bool(layer.waiting) and layer.waiting[0][_DELIVER] <= now - self._t0
                 return 0 if ready else STATUS_INTERRUPTN
             if kind == "STAT_FRAME_COUNTER":
                 return layer.frames
