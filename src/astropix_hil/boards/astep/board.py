@@ -232,8 +232,6 @@ class AstepBoard:
                 return layer.idle
             if kind == "STAT_WRONGLENGTH_COUNTER":
                 return layer.wrong
-        if name == "CLOCK_CTRL":
-            return self.values[name] & ~0x04  # current_clk: running on the internal clock
         return self.values.get(name, 0)
 
     def _write_byte(self, address: int, byte: int, now: int) -> None:
@@ -248,6 +246,7 @@ class AstepBoard:
         if register.access is Access.RFIFO:
             return
         shift = 8 * (address - register.address)
+        byte &= ~(register.ro_bits >> shift) & 0xFF
         value = (self.values[name] & ~(0xFF << shift)) | (byte << shift)
         if name.startswith("LAYER_") and name.endswith("_COUNTER"):
             layer = self.layers[int(name[6])]

@@ -32,6 +32,8 @@ class Register:
     reset: int = 0
     #: Bit fields: name -> (lsb, width).
     fields: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
+    #: Bits software cannot write (status bits inside a read/write register).
+    ro_bits: int = 0
 
     @property
     def addresses(self) -> range:
@@ -86,7 +88,7 @@ REGISTERS: tuple[Register, ...] = (
     Register("HK_FIRMWARE_ID", 0x00, 4, Access.RO, FIRMWARE_ID_GECCO_V4),
     Register("HK_FIRMWARE_VERSION", 0x04, 4, Access.RO, FIRMWARE_VERSION),
     Register("CHIP_VERSION", 0x08, 1, Access.RW, 0x03),
-    Register("CLOCK_CTRL", 0x09, 1, Access.RW, 0x02, CLOCK_CTRL_FIELDS),
+    Register("CLOCK_CTRL", 0x09, 1, Access.RW, 0x02, CLOCK_CTRL_FIELDS, ro_bits=0x04),
     Register("HK_XADC_TEMPERATURE", 0x0A, 2, Access.RO, 0x9A00),
     Register("HK_XADC_VCCINT", 0x0C, 2, Access.RO, 0x5550),
     Register("HK_CONVERSION_TRIGGER", 0x0E, 4, Access.CNT),
@@ -111,7 +113,9 @@ REGISTERS: tuple[Register, ...] = (
     Register("LAYERS_SR_CRC", 0x94, 6, Access.RO),
     Register("LAYERS_SR_BYTES", 0x9A, 1, Access.RFIFO),
     Register("LAYERS_SR_BYTES_READ_SIZE", 0x9B, 4, Access.RO),
-    Register("LAYERS_INJ_CTRL", 0x9F, 1, Access.RW, 0x06),
+    Register("LAYERS_INJ_CTRL", 0x9F, 1, Access.RW, 0x06,
+             {"reset": (0, 1), "suspend": (1, 1), "synced": (2, 1), "trigger": (3, 1),
+              "write": (4, 1), "done": (5, 1), "running": (6, 1)}, ro_bits=0x60),
     Register("LAYERS_INJ_WADDR", 0xA0, 1, Access.RW),
     Register("LAYERS_INJ_WDATA", 0xA1, 1, Access.RW),
     Register("LAYERS_READOUT_CTRL", 0xA2, 1, Access.RW, 0x01, {"packet_mode": (0, 1)}),
