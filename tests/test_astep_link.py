@@ -1,0 +1,127 @@
+"""The A-STEP link and run sequence over astepemu://: the team's start-up, lost and stray
+bytes, a silent board."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import serial
+
+import astropix_hil  # noqa: F401 - registers astepemu://
+from astropix_hil.astep_fmt import decode_readouts, walk
+from astropix_hil.boards.astep.link import AstepLink, open_link
+from astropix_hil.boards.astep.registers import reg
+from astropix_hil.boards.astep.sequence import start_run
+from astropix_hil.errors import LinkError, LinkTimeoutError
+
+
+def link_for(query: str, reply_timeout: float = 0.2) -> AstepLink:
+    return open_link(f"astepemu://?{query}", reply_timeout=reply_timeout)
+
+
+def poll(link: AstepLink, readouts: int, max_polls: int = 20000) -> list[bytes]:
+    got: list[bytes] = []
+    for _ in range(max_polls):
+        data = link.poll_readout()
+        if data is not None:
+            got.append(data)
+            if len(got) >= readouts:
+                return got
+    raise AssertionError(f"{len(got)} readouts in {max_polls} polls")
+
+
+def test_the_run_sequence_leaves_the_board_as_the_team_software_does():
+    link = link_for("layers=2&chips=3&seed=2&rate=5000")
+    board = link.port.board
+    config = bytes([0x04, 0x05]) * 17_000  # a 34 kB shift-register stream
+    info = start_run(link, layers=2, chips=3, reset_delay=0.0, chip_config=config)
+    values = board.values
+    assert info.firmware_id == 0xAB04 and info.fpga_ts_byteorder == "big"
+    assert values["CLOCK_CTRL"] == 0x1A and values["LAYERS_FPGA_TIMESTAMP_CTRL"] == 0x13
+    assert values["LAYERS_FPGA_TIMESTAMP_DIVIDER_MATCH"] == 80
+    assert values["SPI_LAYERS_CKDIVIDER"] == 19 and values["LAYERS_CFG_NODATA_CONTINUE"] == 7
+    assert values["CHIP_VERSION"] == 4 and values["LAYERS_SR_OUT"] == 0x05
+    assert [values[f"LAYER_{n}_CFG_CTRL"] for n in range(3)] == [0x08, 0x08, 0x14]
+    assert [layer.ids for layer in board.layers[:2]] == [[0, 1, 2], [0, 1, 2]]
+    assert info.config_bytes == len(config) and board.stats.bytes_in > len(config)
+    reads = poll(link, 5)
+    assert all(walk(r).consumed == len(r) for r in reads)
+    link.close()
+    assert [values[f"LAYER_{n}_CFG_CTRL"] for n in range(3)] == [0x15, 0x14, 0x14]
+
+
+def test_the_chip_configuration_may_come_from_an_encoder():
+    link = link_for("layers=3&chips=4&seed=2&rate=0")
+    asked = []
+
+    def encoder(layers: int, chips: int) -> bytes:
+        asked.append((layers, chips))
+        return b"\x04\x00\x2a"
+
+    info = start_run(link, layers=3, chips=4, reset_delay=0.0, chip_config=encoder)
+    assert asked == [(3, 4)] and info.config_bytes == 3
+    assert link.port.board.values["LAYERS_SR_OUT"] == 0x2A
+
+
+@pytest.mark.parametrize("fault", ["short_every=5", "garbage_every=4"])
+def test_lost_and_stray_reply_bytes_are_counted_and_never_shift_later_data(fault):
+    link = link_for(f"layers=2&chips=2&seed=3&rate=30000&{fault}")
+    board = link.port.board
+    start_run(link, layers=2, chips=2, reset_delay=0.0)
+    reads = poll(link, 40)
+    lost = link.stats.readouts_lost
+    assert lost > 0 and link.stats.resyncs > 0
+    assert board.stats.reads_served == len(reads) + lost  # every read served is accounted
+    # Each readout kept is exactly one read the board served, whole frames, true hits.
+    truth = board.truth()
+    names = [n for n in truth.dtype.names if n not in ("timestamp", "readout_id")]
+    kept = []
+    for data in reads:
+        assert walk(data).consumed == len(data)
+        hits = decode_readouts([(data, 0, 0)]).hits
+        matches = [rid for rid in np.unique(truth["readout_id"])
+                   if np.array_equal(truth[truth["readout_id"] == rid][names], hits[names])]
+        assert matches, "a readout that is not one of the board's reads"
+        kept.append(matches[0])
+    assert kept == sorted(kept)
+
+
+def test_a_board_that_stops_answering_ends_in_a_clear_error():
+    link = link_for("seed=1&rate=1000&stall_after=40", reply_timeout=0.1)
+    start_run(link, layers=1, chips=1, reset_delay=0.0)
+    with pytest.raises(LinkTimeoutError, match="stopped answering|in a row lost"):
+        for _ in range(100):
+            link.poll_readout()
+
+
+def test_a_port_that_disappears_ends_in_a_link_error():
+    link = link_for("seed=1&rate=1000&disconnect_after=30")
+    with pytest.raises(LinkError, match="disappeared"):
+        start_run(link, layers=1, chips=1, reset_delay=0.0)
+
+
+def test_stray_bytes_waiting_on_the_line_are_drained_before_a_request():
+    link = link_for("seed=1&rate=0")
+    link.port._rx += b"\x13\x37"
+    assert link.read_value(reg("CHIP_VERSION")) == 3
+    assert link.stats.resyncs == 1 and link.stats.garbage_bytes == 2
+
+
+def test_a_board_that_is_not_a_step_firmware_is_refused():
+    link = link_for("seed=1&rate=0")
+    link.port.board.values["HK_FIRMWARE_ID"] = 0x00001234
+    with pytest.raises(LinkError, match="not an A-STEP firmware"):
+        start_run(link, reset_delay=0.0)
+
+
+def test_old_firmware_means_little_endian_timestamps():
+    link = link_for("seed=1&rate=0&byteorder=little")
+    assert start_run(link, reset_delay=0.0).fpga_ts_byteorder == "little"
+
+
+def test_the_team_pyserial_call_opens_the_emulated_board():
+    # The team's software: serial.Serial(port=<path>, baudrate=921600, timeout=3); here the
+    # in-process URL stands in for the path (the pty case is in test_astep_processes).
+    port = serial.serial_for_url("astepemu://?seed=1&rate=0", baudrate=921600, timeout=3)
+    port.write(bytes.fromhex("06000400"))
+    assert int.from_bytes(port.read(4), "little") == 0xAB04
