@@ -14,6 +14,8 @@ from typing import Any
 from ..boards.astep import daqsetup as astep_setup
 from ..boards.astep.daqsetup import DEFAULT_PORT as ASTEP_DEFAULT_PORT
 from ..boards.astep.daqsetup import add_daq_options as add_astep_options
+from ..boards.astep.link import ASTEP_BAUDRATE
+from ..boards.astep.link import DEFAULT_REPLY_TIMEOUT as ASTEP_REPLY_TIMEOUT
 from ..boards.nexys.link import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, open_link
 from ..daq import DaqOptions, DaqRun, Progress, run_header
 from ..errors import ApxHilError
@@ -85,8 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--baudrate", type=int, default=None,
                         help=f"serial baud rate (default {DEFAULT_BAUDRATE}; 921600 for "
                              "astep)")
-    parser.add_argument("--reply-timeout", type=positive_float, default=DEFAULT_REPLY_TIMEOUT,
-                        help="seconds a board reply may take (default %(default)s)")
+    parser.add_argument("--reply-timeout", type=positive_float, default=None,
+                        help=f"seconds a board reply may take (default {DEFAULT_REPLY_TIMEOUT}; "
+                             "3 for astep, as the team's software)")
     parser.add_argument("--out", help="output .apx (default: apx_<UTC date>_<time>.apx)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     stop = parser.add_mutually_exclusive_group()
@@ -149,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
     configuration = read_config(args.config) if args.config else None
     astep = args.profile == "astep"
     args.port = args.port or (ASTEP_DEFAULT_PORT if astep else DEFAULT_PORT)
+    args.baudrate = args.baudrate or (ASTEP_BAUDRATE if astep else DEFAULT_BAUDRATE)
+    args.reply_timeout = args.reply_timeout or (ASTEP_REPLY_TIMEOUT if astep
+                                                else DEFAULT_REPLY_TIMEOUT)
     args.interface = send_interface(args.interface, args.port)
     options = {k: v for k, v in vars(args).items() if k not in ("run", "verbose")}
     options["multicast"] = None if args.no_multicast else "{}:{}".format(*args.multicast)
@@ -160,8 +166,7 @@ def run(args: argparse.Namespace) -> int:
         profile = {"make_readout": astep_setup.readout_factory(info),
                    "count_hits": astep_setup.hit_counter(info)}
     else:
-        link = open_link(args.port, baudrate=args.baudrate or DEFAULT_BAUDRATE,
-                         reply_timeout=args.reply_timeout)
+        link = open_link(args.port, baudrate=args.baudrate, reply_timeout=args.reply_timeout)
     try:
         writer = ApxWriter(out, header)
         try:

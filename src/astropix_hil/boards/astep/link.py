@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 
 #: The A-STEP UART rate (the firmware's divisor gives about 930 kBd; spec §1.1, §7 #2).
 ASTEP_BAUDRATE = 921_600
-#: The team's software opens the port with a 3 s timeout.
-DEFAULT_REPLY_TIMEOUT = 1.0
+#: The team's software opens the port with a 3 s timeout; a reply later than that is taken
+#: as lost (a shorter deadline risks a late reply being taken for the next one's).
+DEFAULT_REPLY_TIMEOUT = 3.0
 
 
 class AstepLink(BoardLink):
@@ -69,9 +70,10 @@ class AstepLink(BoardLink):
         except (serial.SerialException, OSError, TypeError) as exc:
             raise LinkError(f"{self.name}: {what}: port failed or disappeared ({exc})") from exc
 
-    def _drain(self) -> int:
+    def _drain(self, quiet: float | None = None) -> int:
+        """Discard bytes until the line stayed quiet for ``quiet`` seconds."""
         drained = 0
-        quiet = min(0.05, self.reply_timeout)
+        quiet = min(0.05, self.reply_timeout) if quiet is None else quiet
         deadline = time.monotonic() + quiet
         while True:
             waiting = self._io("drain", lambda: self.port.in_waiting)
@@ -83,8 +85,8 @@ class AstepLink(BoardLink):
             else:
                 time.sleep(0.002)
 
-    def _resync(self, before: int = 0) -> None:
-        drained = before + self._drain()
+    def _resync(self, before: int = 0, quiet: float | None = None) -> None:
+        drained = before + self._drain(quiet)
         self.stats.resyncs += 1
         self.stats.garbage_bytes += drained
         self._size = None
@@ -110,7 +112,8 @@ class AstepLink(BoardLink):
         reply = self._read_exact(length)
         if len(reply) < length:
             self.stats.timeouts += 1
-            self._resync()
+            # A late reply must not be taken for the next one: wait for a longer silence.
+            self._resync(len(reply), quiet=min(0.5, self.reply_timeout))
             raise LinkTimeoutError(f"{self.name}: {what}: expected {length} reply bytes, got "
                                    f"{len(reply)} within {self.reply_timeout} s")
         if self._io(what, lambda: self.port.in_waiting):
