@@ -1,6 +1,7 @@
 """The A-STEP register map as data (spec §2): name, address, width, access, reset, fields.
 
-Shared by the virtual board (:mod:`.board`) and the driver (:mod:`.link`, :mod:`.sequence`).
+Shared by the virtual board (:mod:`astropix_hil.boards.astep.board`) and the driver
+(:mod:`astropix_hil.boards.astep.link`, :mod:`astropix_hil.boards.astep.sequence`).
 Addresses are those of the generated ``astep24_3l_top`` module (firmware ``main`` 2026-04-09);
 the stale 2023 ``target-gecco-astropix3`` map is not used.
 """
