@@ -184,3 +184,21 @@ def test_convert_and_import_refuse_bad_requests_with_one_line(tmp_path, capsys):
     assert len(err) == 1 and "--match" in err[0]
     assert main(["import-bin", str(raw), "-o", str(out)]) == 1
     assert "exists" in capsys.readouterr().err
+
+
+def test_info_summarizes_an_astep_run(tmp_path, capsys):
+    frames = [encode_layer_frame(1 + i % 3, encode_v4(i % 4, i % 32, 3, 0, 7, 1, 2, 1, 9, 3, 4),
+                                 i) for i in range(30)]
+    stray = encode_layer_frame(2, bytes([0x13]) + b"\x3d" * 3, 99)  # a stray byte's frame
+    raw = tmp_path / "run.bin"
+    raw.write_bytes(b"".join(frames[:10]) + stray + b"".join(frames[10:]))
+    out = tmp_path / "run.apx"
+    import_bin(raw, out, read_bytes=50)
+    assert main(["info", str(out), "--json"]) == 0
+    import json
+
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["hits"] == 30 and summary["readouts"] == -(-len(raw.read_bytes()) // 50)
+    assert summary["decoding_flags"] == {"WRONG_LENGTH_FRAMES": 1}
+    assert summary["astep"]["layer_chips"] == [[1, 0], [1, 1], [1, 2], [1, 3], [2, 0], [2, 1],
+                                               [2, 2], [2, 3], [3, 0], [3, 1], [3, 2], [3, 3]]

@@ -125,3 +125,23 @@ def test_the_team_pyserial_call_opens_the_emulated_board():
     port = serial.serial_for_url("astepemu://?seed=1&rate=0", baudrate=921600, timeout=3)
     port.write(bytes.fromhex("06000400"))
     assert int.from_bytes(port.read(4), "little") == 0xAB04
+
+
+def test_ports_lists_ftdi_uarts_as_astep_candidates(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from astropix_hil.cli import main
+    from astropix_hil.cli import ports as ports_cli
+
+    def port(device, vid, pid):
+        return SimpleNamespace(device=device, description="dev", serial_number="S", vid=vid,
+                               pid=pid, location=None)
+
+    monkeypatch.setattr(ports_cli.list_ports, "comports",
+                        lambda: [port("/dev/ttyUSB0", 0x0403, 0x6010),
+                                 port("/dev/ttyACM0", 0x2341, 0x0043)])
+    assert main(["ports", "--json", "--all"]) == 0
+    import json
+
+    listed = {p["device"]: p["profiles"] for p in json.loads(capsys.readouterr().out)}
+    assert listed == {"/dev/ttyUSB0": ["nexys", "astep"], "/dev/ttyACM0": []}
