@@ -300,3 +300,17 @@ class BoardMachine(RuleBasedStateMachine):
 
 TestBoardMachine = BoardMachine.TestCase
 TestBoardMachine.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
+
+
+def test_a_stalled_layer_delivers_its_hits_late_and_exactly():
+    board, clock = make_board(rate=20_000, anomalies={"stall": 1.0})  # every hit stalls 20 ms
+    start(board)
+    clock.now += 5 * MS
+    assert read(board, "LAYERS_READOUT_READ_SIZE") == 0  # generated, held back by the stall
+    assert board.stats.hits_generated > 0
+    reads = []
+    for _ in range(30):
+        clock.now += 5 * MS
+        reads += drain(board)
+    assert reads
+    assert_reads_equal_truth(board, reads)

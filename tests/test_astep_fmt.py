@@ -202,3 +202,19 @@ def test_info_summarizes_an_astep_run(tmp_path, capsys):
     assert summary["decoding_flags"] == {"WRONG_LENGTH_FRAMES": 1}
     assert summary["astep"]["layer_chips"] == [[1, 0], [1, 1], [1, 2], [1, 3], [2, 0], [2, 1],
                                                [2, 2], [2, 3], [3, 0], [3, 1], [3, 2], [3, 3]]
+
+
+def test_the_file_reader_yields_astep_readouts_with_the_header_byte_order(tmp_path):
+    from astropix_hil.astep_files import iter_readouts
+    from astropix_hil.fileio import apx_open
+
+    raw = tmp_path / "run.bin"
+    raw.write_bytes(encode_layer_frame(1, encode_v4(0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0), 0x0102,
+                                       4, "little"))
+    out = tmp_path / "run.apx"
+    import_bin(raw, out, byteorder="little")
+    with apx_open(out) as reader:
+        (readout,) = list(reader)
+    assert isinstance(readout, AstepReadout)
+    (typed,) = list(iter_readouts(out))
+    assert typed.decode()[0].fpga_ts == 0x0102

@@ -70,9 +70,11 @@ def decoding_of(header: Mapping[str, Any], chip: str | None = None,
 
 
 def iter_readouts(path: str | os.PathLike) -> Iterator[AstepReadout]:
+    """The readouts of an A-STEP ``.apx``, decoding with the header's timestamp byte order."""
     with ApxReader(path) as reader:
+        order = decoding_of(reader.header)[1]
         for readout in reader:
-            yield AstepReadout(readout.data(), readout.readout_id, readout.timestamp)
+            yield AstepReadout(readout.data(), readout.readout_id, readout.timestamp, order)
 
 
 def iter_hits(path: str | os.PathLike, chip: str | None = None, byteorder: str | None = None,

@@ -127,6 +127,9 @@ class ApxReader:
                     break
                 except FormatError as exc:
                     raise type(exc)(exc.reason, self.path, base + pos) from None
+                if self.readout_class is not AstroPix4Readout:  # another profile's readouts
+                    readout = self.readout_class._parsed(readout.data(), readout.readout_id,
+                                                         readout.timestamp)
                 yield readout
                 pos = end
             buf = buf[pos:]
