@@ -145,3 +145,13 @@ def test_ports_lists_ftdi_uarts_as_astep_candidates(monkeypatch, capsys):
 
     listed = {p["device"]: p["profiles"] for p in json.loads(capsys.readouterr().out)}
     assert listed == {"/dev/ttyUSB0": ["nexys", "astep"], "/dev/ttyACM0": []}
+
+
+@pytest.mark.parametrize("args", [["--layers", "5"], ["--anomalies", "foo=0.1"],
+                                  ["--mode", "poisson"], ["--chips", "0"]])
+def test_bad_astep_board_options_end_in_one_line(args, capsys):
+    from astropix_hil.cli import main
+
+    assert main(["board", "--profile", "astep", "--pty", *args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("apx-hil board: error:")

@@ -417,6 +417,7 @@ class AstepBoard:
         before = self._parser.skipped
         for request, chunk, offset in self._parser.feed(data):
             if request.write:
+                self.stats.requests += offset == 0
                 self._write(request, chunk, offset, now)
                 continue
             self.stats.requests += 1

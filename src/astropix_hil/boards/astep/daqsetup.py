@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...astep_fmt import ASTEP_UID, AstepReadout, count_hits
+from ...errors import EmulatorConfigError
 from .link import ASTEP_BAUDRATE, AstepLink, open_link
 from .sequence import ChipConfig, SequenceInfo, start_run
 
@@ -91,6 +92,9 @@ def add_board_options(parser: argparse.ArgumentParser) -> None:
 def make_board(args: argparse.Namespace):
     from .board import AstepBoard
 
+    if args.mode is not None:
+        raise EmulatorConfigError("--mode is a nexys option; the A-STEP chips emit Poisson "
+                                  "hits at --rate")
     options: dict[str, Any] = dict(args.option)
     for name in ("rate", "anomalies", "chips", "layers", "byteorder"):
         if getattr(args, name, None) is not None:
