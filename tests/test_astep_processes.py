@@ -122,6 +122,12 @@ def test_the_team_pyserial_call_finds_registers_and_byte_counts_on_the_pty(ns):
                 if len(got) > 1000:
                     break
         assert len(got) > 1000 and got[0] == 0x0D and got[1] == 1  # v4 frames, layer 1
+        # The layer counters: one frame per 14 bytes read (CHIP_VERSION stays 3, as main.py
+        # leaves it, so every v4 frame is also a wrong-length one, spec §7 #7).
+        port.write(bytes.fromhex("06250400" "063d0400"))
+        counters = port.read(8)
+        frames = int.from_bytes(counters[:4], "little")
+        assert frames >= len(got) // 14 and int.from_bytes(counters[4:], "little") == frames
         port.close()
     finally:
         stats = stop_board(board)
