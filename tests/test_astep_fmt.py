@@ -28,7 +28,7 @@ from astropix_hil.cli import main
 from astropix_hil.fileio import read_header
 from astropix_hil.fmt import binary_to_gray
 
-from .astep_reference import reference_hits
+from .astep_reference import an_v3_half_hits, an_v4_hits, reference_hits
 
 
 @st.composite
@@ -83,6 +83,12 @@ def test_bulk_decoding_agrees_with_the_spec_reference_decoder(hits):
     got = decode_readouts([(stream, 0, 0)]).hits
     ref = reference_hits(stream)
     assert [{k: int(row[k]) for k in r} for row, r in zip(got, ref, strict=True)] == ref
+    # And astropix-analysis' v4 frame search, with 0xff fill between frames.
+    filled = b"".join(b"\xff" * (k % 3) + frame_of(h, "big") for k, h in enumerate(hits))
+    an = an_v4_hits(filled)
+    assert [(int(h["layer"]), int(h["fpga_ts"])) for h in got] == [(a[0], a[2]) for a in an]
+    assert [a[1] for a in an] == [int.from_bytes(frame_of(h, "big")[2:10], "big")
+                                 for h in hits]
 
 
 def test_per_object_readouts_agree_with_bulk_and_carry_partial_frames():
@@ -163,6 +169,9 @@ def test_import_bin_of_hand_built_v3_frames_and_convert_with_matching(tmp_path):
     assert read_header(out)["astep"] == {"chip": "v3", "fpga_ts_byteorder": "little"}
     half = read_hits(out)
     assert half["location"].tolist() == [5, 7, 1, 2]
+    ours = [(h["layer"], h["chip_id"], h["is_col"], h["location"], h["ts"], h["tot_total"],
+             h["fpga_ts"]) for h in half]
+    assert [tuple(int(v) for v in row) for row in ours] == an_v3_half_hits(raw.read_bytes())
     assert half["fpga_ts"].tolist() == [77, 78, 79, 80]
     csv = tmp_path / "m.csv"
     assert main(["convert", str(out), "--match", "-o", str(csv)]) == 0
