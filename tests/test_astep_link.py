@@ -155,3 +155,27 @@ def test_bad_astep_board_options_end_in_one_line(args, capsys):
     assert main(["board", "--profile", "astep", "--pty", *args]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("apx-hil board: error:")
+
+
+def test_hits_the_start_up_flush_discards_are_told_apart_in_the_truth():
+    import time
+
+    link = link_for("layers=1&chips=2&seed=5&rate=50000")
+    board = link.port.board
+    start_run(link, layers=1, chips=2, reset_delay=0.0)
+    first = poll(link, 5)
+    # The first DAQ dies with readout on: data piles up in the FIFO for the next one.
+    deadline = time.monotonic() + 10
+    while link.read_size() < 1000:
+        assert time.monotonic() < deadline, "the board's FIFO did not fill"
+    second = AstepLink(link.port, reply_timeout=0.5)
+    info = start_run(second, layers=1, chips=2, reset_delay=0.0)
+    assert info.flush_reads == 1 and info.flushed_bytes >= 1000
+    reads = poll(second, 5)
+    truth = board.truth()
+    flushed = truth[truth["readout_id"] == len(first)]
+    assert len(flushed) > 0  # served by the board, discarded by the client: in the truth
+    kept = truth[truth["readout_id"] > len(first)]
+    decoded = decode_readouts([(r, len(first) + 1 + i, 0) for i, r in enumerate(reads)]).hits
+    names = [n for n in truth.dtype.names if n != "timestamp"]
+    assert len(decoded) > 0 and np.array_equal(decoded[names], kept[names])
