@@ -486,4 +486,5 @@ class AstepBoard:
                 return write_astep_csv(stream, [hits], header)
         return write_astep_csv(output, [hits], header)
 
+
 __all__ = ["FIRST_BIG_ENDIAN_VERSION", "AstepBoard", "AstepBoardStats"]
