@@ -179,3 +179,53 @@ def test_hits_the_start_up_flush_discards_are_told_apart_in_the_truth():
     decoded = decode_readouts([(r, len(first) + 1 + i, 0) for i, r in enumerate(reads)]).hits
     names = [n for n in truth.dtype.names if n != "timestamp"]
     assert len(decoded) > 0 and np.array_equal(decoded[names], kept[names])
+
+
+class LatePort:
+    """A port whose replies to the writes numbered in ``late`` arrive only when the next
+    request is written (a reply later than the link's deadline)."""
+
+    def __init__(self, late: set[int]) -> None:
+        from astropix_hil.boards.astep.board import AstepBoard
+
+        self.board = AstepBoard.from_options(seed=1, rate=0)
+        self.late, self.timeout, self.writes = late, 0.02, 0
+        self._rx, self._held = bytearray(), b""
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self._rx)
+
+    def write(self, data: bytes) -> int:
+        self.writes += 1
+        reply = self.board.process(bytes(data))
+        self._rx += self._held
+        self._held = b""
+        if self.writes in self.late:
+            self._held = reply
+        else:
+            self._rx += reply
+        return len(data)
+
+    def read(self, size: int = 1) -> bytes:
+        out = bytes(self._rx[:size])
+        del self._rx[:size]
+        return out
+
+    def reset_input_buffer(self) -> None:
+        self._rx.clear()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_late_reply_never_shifts_later_replies():
+    # The firmware id read times out; its reply and the retry's come one request late, so
+    # without the alignment probe the version read would get the firmware id (0xAB04) and
+    # the run would decode big-endian timestamps as little-endian.
+    port = LatePort(late={1, 2, 3})
+    link = AstepLink(port, reply_timeout=0.1)
+    info = start_run(link, reset_delay=0.0)
+    assert (info.firmware_id, info.firmware_version) == (0xAB04, 26040901)
+    assert info.fpga_ts_byteorder == "big"
+    assert link.stats.timeouts >= 1 and link.realignments >= 1

@@ -9,6 +9,8 @@ nothing. So a lost or extra byte would shift every later reply. The link guards 
 * after a reply, any byte still arriving means the reply may be misaligned: it is discarded;
 * read-back checks: the read size (0xA4) must fit the 16384-byte FIFO (its high bytes are
   zero), and a packet-mode read of that size must be whole layer frames;
+* after a timeout or stray bytes, no reply is trusted until an alignment probe (the firmware
+  id read twice in one request) comes back as two equal copies with nothing after them;
 * ``retries`` consecutive failures end in :class:`~astropix_hil.errors.LinkTimeoutError` or
   :class:`~astropix_hil.errors.LinkError` naming the problem.
 
@@ -27,9 +29,11 @@ from ...astep_fmt import walk
 from ...errors import LinkError, LinkTimeoutError
 from ..link import BoardLink, LinkStats, Port, open_port
 from .protocol import read_request, register_read, register_write, write_requests
-from .registers import READ_SIZE, READOUT, READOUT_FIFO_BYTES, Register
+from .registers import READ_SIZE, READOUT, READOUT_FIFO_BYTES, Register, reg
 
 log = logging.getLogger(__name__)
+
+FIRMWARE_ID = reg("HK_FIRMWARE_ID").address
 
 #: The A-STEP UART rate (the firmware's divisor gives about 930 kBd; spec §1.1, §7 #2).
 ASTEP_BAUDRATE = 921_600
@@ -55,6 +59,10 @@ class AstepLink(BoardLink):
         self.suspect_replies = 0
         self._size: int | None = None
         self._failures = 0
+        #: Set after a timeout or stray bytes: replies are trusted again only after a probe.
+        self._suspect = False
+        #: Alignment probes that confirmed the replies line up again.
+        self.realignments = 0
         #: Bytes sent (best effort) when the link is closed, e.g. layers' readout off.
         self.on_close = b""
         if getattr(port, "timeout", None) is None:
@@ -101,7 +109,9 @@ class AstepLink(BoardLink):
                 break
         return bytes(data)
 
-    def _transact(self, request: bytes, length: int, what: str) -> bytes:
+    def _transact(self, request: bytes, length: int, what: str, probe: bool = False) -> bytes:
+        if self._suspect and not probe:
+            self._realign()
         waiting = self._io(what, lambda: self.port.in_waiting)
         if waiting:
             self._resync(len(self._io(what, self.port.read, waiting)))
@@ -112,14 +122,34 @@ class AstepLink(BoardLink):
         reply = self._read_exact(length)
         if len(reply) < length:
             self.stats.timeouts += 1
+            self._suspect = True
             # A late reply must not be taken for the next one: wait for a longer silence.
             self._resync(len(reply), quiet=min(0.5, self.reply_timeout))
             raise LinkTimeoutError(f"{self.name}: {what}: expected {length} reply bytes, got "
                                    f"{len(reply)} within {self.reply_timeout} s")
         if self._io(what, lambda: self.port.in_waiting):
+            self._suspect = True
             self._resync()
             raise _Misaligned(f"{self.name}: {what}: bytes followed the reply")
         return reply
+
+    def _realign(self) -> None:
+        """Before trusting a reply after a timeout or stray bytes: a late reply could still be
+        on its way and shift every later one. Read the (constant) firmware id twice in one
+        request until both copies agree and nothing follows them."""
+        probe = register_read(FIRMWARE_ID, 4) * 2
+        for _ in range(self.retries + 1):
+            try:
+                reply = self._transact(probe, 8, "alignment probe", probe=True)
+            except (LinkTimeoutError, _Misaligned):
+                continue
+            if reply[:4] == reply[4:]:
+                self._suspect = False
+                self.realignments += 1
+                return
+            self._resync(quiet=min(0.5, self.reply_timeout))
+        raise LinkTimeoutError(f"{self.name}: the board stopped answering or its replies do "
+                               f"not line up ({self.retries + 1} alignment probes failed)")
 
     def _retrying(self, request: bytes, length: int, what: str) -> bytes:
         """A request whose reply can be asked again (registers, not FIFOs)."""
@@ -179,6 +209,7 @@ class AstepLink(BoardLink):
             if size <= self.fifo_bytes:
                 return size
             self.suspect_replies += 1
+            self._suspect = True
             self._resync()
             if attempt == self.retries:
                 raise LinkError(f"{self.name}: read size {size} exceeds the "
@@ -215,6 +246,7 @@ class AstepLink(BoardLink):
             self.suspect_replies += 1
             self.stats.readouts_lost += 1
             self._failures += 1
+            self._suspect = True
             self._resync()
             log.warning("%s: readout discarded: the reply fails the read-back checks",
                         self.name)
