@@ -146,6 +146,7 @@ TIME_AND_RATE_OPTIONS = [
     ("emulate", "--rate"), ("emulate", "--duration"), ("emulate", "--poll-interval"),
     ("emulate", "--jitter"),
     ("run-with-board", "--rate"), ("run-with-board", "--timeout"),
+    ("daq", "--ts-freq"), ("daq", "--reset-delay"),
 ]
 _REQUIRED = {"board": ["--pty"], "send": ["x.apx"], "emulate": ["--out", "x.apx"]}
 #: Arguments that must come after the option under test (a program to run ends the options).

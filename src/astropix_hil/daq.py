@@ -148,8 +148,13 @@ class DaqRun:
     def __init__(self, link: BoardLink, writer: ApxWriter, sender: ReadoutSender | None = None,
                  options: DaqOptions | None = None, *,
                  on_progress: Callable[[Progress], None] | None = None,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns,
+                 make_readout: Callable[[bytes, int, int], Any] = AstroPix4Readout,
+                 count_hits: Callable[[list], int] | None = None) -> None:
         self.link = link
+        # The board profile's readout type and hit counter (default: AstroPix4 on Nexys).
+        self.make_readout = make_readout
+        self.count_batch = count_hits
         self.writer = writer
         self.sender = sender
         self.options = options or DaqOptions()
@@ -225,7 +230,7 @@ class DaqRun:
         return DaqResult(self._progress(), stopped_by, error)
 
     def _take(self, data: bytes, start: float) -> None:
-        readout = AstroPix4Readout(data, self.readouts, self.clock_ns())
+        readout = self.make_readout(data, self.readouts, self.clock_ns())
         self.writer.write(readout)
         written = time.perf_counter()
         self.stage_s["file"] += written - start
@@ -279,6 +284,10 @@ class DaqRun:
 
     def _decode_batch(self, batch: list[AstroPix4Readout], chained: bool) -> None:
         start = time.perf_counter()
+        if self.count_batch is not None:
+            self.hits += self.count_batch(batch)
+            self.stage_s["hits"] += time.perf_counter() - start
+            return
         result = decode_readouts(batch, self._extra if chained else None)
         self._extra = result.extra_bytes
         self.hits += len(result.hits)

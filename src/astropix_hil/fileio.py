@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
+from .astep_fmt import ASTEP_UID, AstepReadout
 from .bulk import BulkHits, Frames, decode_frames, frame_readouts
 from .errors import (
     BadHeaderError,
@@ -38,6 +39,8 @@ _HEADER_LENGTH = struct.Struct("<I")
 READOUT_UID_KEY = "readout_uid"
 #: Readout classes by the uid their files carry.
 READOUT_CLASSES: dict[int, type[AstroPix4Readout]] = {ASTROPIX4_UID: AstroPix4Readout}
+# Other readout types (decoded by their own modules; the framing here is the same).
+READOUT_CLASSES[ASTEP_UID] = AstepReadout  # type: ignore[assignment]
 _CHUNK = 1 << 20
 
 
@@ -128,6 +131,9 @@ class ApxReader:
                     break
                 except FormatError as exc:
                     raise type(exc)(exc.reason, self.path, base + pos) from None
+                if self.readout_class is not AstroPix4Readout:  # another profile's readouts
+                    readout = self.readout_class._parsed(readout.data(), readout.readout_id,
+                                                         readout.timestamp)
                 yield readout
                 pos = end
             buf = buf[pos:]

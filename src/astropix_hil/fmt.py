@@ -576,3 +576,12 @@ def decode_stream(readouts: Sequence[AstroPix4Readout] | Iterator[AstroPix4Reado
     for readout in readouts:
         yield from readout.decode(extra_bytes)
         extra_bytes = readout.extra_bytes()
+
+
+def __getattr__(name: str):
+    # The A-STEP readout lives in its own module (it imports this one); offered here too.
+    if name == "AstepReadout":
+        from .astep_fmt import AstepReadout
+
+        return AstepReadout
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

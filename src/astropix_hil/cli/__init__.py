@@ -26,7 +26,7 @@ from ..errors import ApxHilError
 #: Subcommand modules, in the order ``apx-hil --help`` lists them.
 COMMANDS = (
     "daq", "board", "run_with_board", "ports", "emulate", "send", "recv", "convert", "info",
-    "import_log", "agent",
+    "import_log", "import_bin", "agent",
 )
 
 

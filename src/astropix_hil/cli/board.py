@@ -8,10 +8,13 @@ import signal
 import sys
 import threading
 
+from ..boards.astep.daqsetup import add_board_options as add_astep_board_options
+from ..boards.astep.daqsetup import make_board as make_astep_board
 from ..boards.nexys.board import VirtualBoard
 from ..boards.nexys.replay import ReplayBoard
 from ..boards.ptyserve import PtyServer
 from ..bulk import decode_readouts
+from ..errors import ApxHilError
 from ..fileio import apx_open
 from ..fmt import AstroPix4Readout
 from ..hitcsv import write_hits_csv
@@ -43,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_board_options(parser: argparse.ArgumentParser) -> None:
     """The options that choose and shape the virtual board (shared with run-with-board)."""
+    parser.add_argument("--profile", choices=("nexys", "astep"), default="nexys",
+                        help="board to serve: nexys (AstroPix4 behind the Nexys register "
+                             "protocol) or astep (A-STEP firmware, AstroPix v4 layers; "
+                             "options --layers, --chips, --rate, --anomalies, --byteorder)")
     parser.add_argument("--seed", type=seed, default=0, help="emulator seed (default 0)")
     parser.add_argument("--rate", type=non_negative_float,
                         help="hit rate in Hz (default: the emulator's)")
@@ -59,6 +66,7 @@ def add_board_options(parser: argparse.ArgumentParser) -> None:
                         help="with --replay: speed-up of the recorded pace ('inf': as fast "
                              "as the DAQ asks; default 1)")
     parser.add_argument("--truth", help="write the true hits of the reads served to this CSV")
+    add_astep_board_options(parser)
 
 
 def board_options(args: argparse.Namespace) -> dict[str, str]:
@@ -87,20 +95,25 @@ def write_replay_truth(board: ReplayBoard, path: str) -> int:
         return write_hits_csv(stream, [decode_readouts(served).hits])
 
 
-def make_board(args: argparse.Namespace) -> VirtualBoard | ReplayBoard:
+def make_board(args: argparse.Namespace):
     """The board the options of :func:`add_board_options` describe."""
+    if args.profile == "astep":
+        if args.replay:
+            raise ApxHilError("--replay is for the nexys profile only")
+        return make_astep_board(args)
     if args.replay:
         return replay_board(args)
     return VirtualBoard.from_options(seed=args.seed, **board_options(args))
 
 
-def finish_board(board: VirtualBoard | ReplayBoard, args: argparse.Namespace) -> dict:
+def finish_board(board, args: argparse.Namespace) -> dict:
     """Write the truth file if asked; the board's summary (truth and statistics)."""
     if isinstance(board, ReplayBoard):
         hits = write_replay_truth(board, args.truth) if args.truth else None
     else:
         hits = board.write_truth_csv(args.truth) if args.truth else None
-    return {"truth_file": args.truth, "truth_hits": hits, "truth_exact": board.truth_exact,
+    exact = getattr(board, "truth_exact", True)
+    return {"truth_file": args.truth, "truth_hits": hits, "truth_exact": exact,
             **board.stats.as_dict()}
 
 

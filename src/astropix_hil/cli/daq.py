@@ -11,6 +11,11 @@ import sys
 import time
 from typing import Any
 
+from ..boards.astep import daqsetup as astep_setup
+from ..boards.astep.daqsetup import DEFAULT_PORT as ASTEP_DEFAULT_PORT
+from ..boards.astep.daqsetup import add_daq_options as add_astep_options
+from ..boards.astep.link import ASTEP_BAUDRATE
+from ..boards.astep.link import DEFAULT_REPLY_TIMEOUT as ASTEP_REPLY_TIMEOUT
 from ..boards.nexys.link import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, open_link
 from ..daq import DaqOptions, DaqRun, Progress, run_header
 from ..errors import ApxHilError
@@ -32,7 +37,7 @@ def send_interface(interface: str | None, port: str) -> str | None:
     hardware, no traffic on the lab network); else the routing table's choice (None)."""
     if interface is not None:
         return interface
-    return EMULATOR_INTERFACE if port.startswith("apxemu:") else None
+    return EMULATOR_INTERFACE if port.startswith(("apxemu:", "astepemu:")) else None
 
 
 def group_and_port(text: str) -> tuple[str, int]:
@@ -56,15 +61,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "FIFO), stamp each readout with a run-local id and the host time, write it "
                     "to the .apx file and multicast it. With no options: the emulated board, "
                     "multicast on loopback. Ctrl-C or SIGTERM stop cleanly.")
-    parser.add_argument("--port", default=DEFAULT_PORT,
+    parser.add_argument("--profile", choices=("nexys", "astep"), default="nexys",
+                        help="board protocol: nexys (AstroPix4 Nexys register protocol) or "
+                             "astep (A-STEP firmware: 921600 Bd UART, layer frames; runs the "
+                             "team's start-up sequence first). Default nexys")
+    parser.add_argument("--port", default=None,
                         help="board port: a device (/dev/ttyUSB0, COM3), a pty path, or a "
                              "pyserial URL: apxemu://?seed=1&rate=1000 (virtual board), "
-                             "ftdififo://ftdi:2232h/1 (FT2232H sync FIFO) "
-                             f"(default: {DEFAULT_PORT})")
-    parser.add_argument("--baudrate", type=positive_int, default=DEFAULT_BAUDRATE,
-                        help=f"serial baud rate (default {DEFAULT_BAUDRATE})")
-    parser.add_argument("--reply-timeout", type=positive_float, default=DEFAULT_REPLY_TIMEOUT,
-                        help="seconds a board reply may take (default %(default)s)")
+                             "ftdififo://ftdi:2232h/1 (FT2232H sync FIFO), "
+                             "astepemu://?layers=3&chips=4&seed=1 (virtual A-STEP board) "
+                             f"(default: {DEFAULT_PORT}, or {ASTEP_DEFAULT_PORT} for astep)")
+    parser.add_argument("--baudrate", type=positive_int, default=None,
+                        help=f"serial baud rate (default {DEFAULT_BAUDRATE}; 921600 for "
+                             "astep)")
+    parser.add_argument("--reply-timeout", type=positive_float, default=None,
+                        help=f"seconds a board reply may take (default {DEFAULT_REPLY_TIMEOUT}; "
+                             "3 for astep, as the team's software)")
     parser.add_argument("--out", help="output .apx (default: apx_<UTC date>_<time>.apx)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     stop = parser.add_mutually_exclusive_group()
@@ -96,6 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="do not decode hits for the progress line")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON summary on stdout at the end")
+    add_astep_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -115,7 +128,8 @@ def _make_sender(args: argparse.Namespace, header: dict[str, Any]):
 
     group, port = args.multicast
     return MulticastSender(group, port, ttl=args.ttl, interface=args.interface,
-                           legacy=args.legacy, key=args.key, header=header)
+                           legacy=args.legacy, key=args.key, header=header,
+                           readout_uid=header["readout_uid"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,11 +137,23 @@ def run(args: argparse.Namespace) -> int:
     if os.path.exists(out) and not args.force:
         raise ApxHilError(f"{out} exists; use --force to overwrite it")
     configuration = read_config(args.config) if args.config else None
+    astep = args.profile == "astep"
+    args.port = args.port or (ASTEP_DEFAULT_PORT if astep else DEFAULT_PORT)
+    args.baudrate = args.baudrate or (ASTEP_BAUDRATE if astep else DEFAULT_BAUDRATE)
+    args.reply_timeout = args.reply_timeout or (ASTEP_REPLY_TIMEOUT if astep
+                                                else DEFAULT_REPLY_TIMEOUT)
     args.interface = send_interface(args.interface, args.port)
     options = {k: v for k, v in vars(args).items() if k not in ("run", "verbose")}
     options["multicast"] = None if args.no_multicast else "{}:{}".format(*args.multicast)
     header = run_header(args.port, options, configuration)
-    link = open_link(args.port, baudrate=args.baudrate, reply_timeout=args.reply_timeout)
+    profile: dict[str, Any] = {}
+    if astep:
+        link, info = astep_setup.open_run(args)
+        header.update(astep_setup.header_fields(info))
+        profile = {"make_readout": astep_setup.readout_factory(info),
+                   "count_hits": astep_setup.hit_counter(info)}
+    else:
+        link = open_link(args.port, baudrate=args.baudrate, reply_timeout=args.reply_timeout)
     try:
         writer = ApxWriter(out, header)
         try:
@@ -152,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
                             sync_interval=args.sync_interval,
                             progress_interval=args.progress_interval,
                             count_hits=not args.no_hits, linger=args.linger),
-                 on_progress=show)
+                 on_progress=show, **profile)
     previous = {sig: signal.signal(sig, lambda *_: daq.stop())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     where = "" if sender is None else (f" + multicast {options['multicast']} (interface "

@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from ..astep_files import is_astep
+from ..astep_files import summarize as astep_summary
 from ..errors import TruncatedFileWarning
 from ..fileio import iter_hit_chunks, read_header
 from ..fmt import Decoding
@@ -27,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def summarize(path: str) -> dict:
     """The summary :func:`run` prints, as a dict."""
     header = read_header(path)
+    if is_astep(header):
+        return astep_summary(path)
     readouts = hits = data_bytes = missing = 0
     flags = dict.fromkeys((flag.name for flag in Decoding), 0)
     first_ts = last_ts = first_id = last_id = None
@@ -92,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     print("decoding flags  " + (", ".join(f"{k}: {v}" for k, v in flags.items()) or "none"))
     if summary["truncated"]:
         print("truncated       yes: the file ends inside its last readout")
+    if "astep" in summary:
+        print(f"A-STEP          {summary['astep']['chip']} frames, FPGA timestamps "
+              f"{summary['astep']['fpga_ts_byteorder']}-endian, (layer, chip) "
+              f"{summary['astep']['layer_chips']}")
     print(f"header keys     {', '.join(summary['header_keys'])}")
     if args.header:
         print(json.dumps(summary["header"], indent=2))

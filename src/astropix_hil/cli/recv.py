@@ -14,8 +14,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..astep_files import format_rows as astep_rows
+from ..astep_fmt import AstepReadout
 from ..bulk import decode_frames
-from ..fmt import Decoding, parse_readout
+from ..fmt import AstroPix4Readout, Decoding, parse_readout
 from ..framing import ReadoutBatch
 from ..hitcsv import column_line, format_rows, header_line
 from ..sock import DEFAULT_GROUP, DEFAULT_PORT, MulticastReceiver
@@ -100,6 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "%(default)s)")
     parser.add_argument("--reorder-timeout", type=positive_float, default=0.05, metavar="S",
                         help="how long a missing datagram is waited for (default %(default)s)")
+    parser.add_argument("--profile", choices=("nexys", "astep"), default="nexys",
+                        help="readout type to receive: nexys (AstroPix4, uid 4000) or astep "
+                             "(A-STEP layer frames, uid 4100); default nexys")
     parser.set_defaults(run=run)
 
 
@@ -125,7 +130,13 @@ class Monitor:
             count = limit
         hits = None
         frames = None
-        if self.decode:
+        if self.decode and self.args.profile == "astep":
+            frames = batch.frames()
+            hits = self._astep_hits(batch.stream, data, frames, receiver)
+            self.hits += len(hits)
+            if self.args.csv is not None:
+                self._csv(hits, receiver)
+        elif self.decode:
             batch = ReadoutBatch(batch.stream, batch.source, data, count, batch.first_readout,
                                  batch.contiguous)
             frames = batch.frames()
@@ -146,14 +157,32 @@ class Monitor:
             time.sleep(self.args.consume_delay * count)
         return count
 
+    def _astep_hits(self, stream: str, data: bytes, frames, receiver: MulticastReceiver
+                    ) -> np.ndarray:
+        """A-STEP readouts' hits, partial frames carried per stream; the FPGA timestamp byte
+        order comes from the run header."""
+        from ..astep_fmt import decode_readouts as astep_decode
+
+        header = receiver.stats.run_header or {}
+        order = (header.get("astep") or {}).get("fpga_ts_byteorder", "big")
+        buf = bytes(data)
+        rows = [(buf[s:e], int(r), int(t)) for s, e, r, t in zip(
+            frames.starts.tolist(), frames.ends.tolist(), frames.readout_ids.tolist(),
+            frames.timestamps.tolist(), strict=True)]
+        result = astep_decode(rows, byteorder=order, extra_bytes=self.extra.get(stream) or b"")
+        self.extra[stream] = result.extra_bytes
+        return result.hits
+
     def _csv(self, hits: np.ndarray, receiver: MulticastReceiver) -> None:
         if self.csv is None:
             self.csv = open(self.args.csv, "w", encoding="utf-8", newline="")  # noqa: SIM115
             header = receiver.stats.run_header
             if header is not None:
                 self.csv.write(header_line(header))
-            self.csv.write(column_line())
-        self.csv.write(format_rows(hits))
+            self.csv.write(",".join(hits.dtype.names) + "\n" if self.args.profile == "astep"
+                           else column_line())
+        self.csv.write(format_rows(hits) if self.args.profile != "astep"
+                       else astep_rows(hits))
 
     def _print(self, stream: str, data: bytes, hits: np.ndarray | None) -> None:
         lines = []
@@ -178,8 +207,9 @@ class Monitor:
 
 def run(args: argparse.Namespace) -> int:
     stop = StopFlag()
+    readout_class = AstepReadout if args.profile == "astep" else AstroPix4Readout
     receiver = MulticastReceiver(
-        group=args.group, port=args.port, interface=args.interface, key=args.key,
+        readout_class, group=args.group, port=args.port, interface=args.interface, key=args.key,
         allow=args.allow_sender, reorder_window=args.reorder_window,
         reorder_timeout=args.reorder_timeout,
         **({} if args.rcvbuf is None else {"rcvbuf": args.rcvbuf}))

@@ -42,8 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "print the board's statistics (one line on stderr, or JSON on stdout "
                     "with --json). The exit status is PROGRAM's.",
         epilog="example: apx-hil run-with-board --truth truth.csv -- python beam_test.py")
-    parser.add_argument("--profile", choices=("nexys",), default="nexys",
-                        help="board profile (default nexys)")
     add_board_options(parser)
     parser.add_argument("--timeout", type=positive_float, metavar="S",
                         help=f"stop PROGRAM after S seconds (exit status {TIMED_OUT})")

@@ -8,7 +8,9 @@
 * :mod:`.readouts`: reads of the bulk DAQ, and the truth (where an honest decoder reports
   each hit);
 * :mod:`.emulator`: :class:`Emulator`, readouts and truth in bulk or one by one;
-* :mod:`.replay`: re-emit a recorded ``.apx`` at its pace.
+* :mod:`.replay`: re-emit a recorded ``.apx`` at its pace;
+* :mod:`.astep`: AstroPix v4 chips on A-STEP layers (fed to
+  :mod:`astropix_hil.boards.astep.board`).
 
 The virtual board that serves the chip's bytes over the register protocol is
 :mod:`astropix_hil.boards.nexys.board`.

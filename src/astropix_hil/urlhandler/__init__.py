@@ -2,6 +2,8 @@
 
 * ``apxemu://?seed=1&rate=1000`` opens an in-process virtual board
   (:mod:`.protocol_apxemu`);
+* ``astepemu://?layers=3&chips=4&seed=1`` opens an in-process virtual A-STEP board
+  (:mod:`.protocol_astepemu`);
 * ``ftdififo://ftdi:2232h/1`` opens an FT2232H in synchronous FIFO mode through pyftdi
   (:mod:`.protocol_ftdififo`).
 

@@ -1,0 +1,113 @@
+"""The A-STEP profile's part of ``apx-hil daq`` and ``apx-hil board``: options, the link and
+run sequence, the readout type, and the virtual board for ``--pty``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ...astep_fmt import ASTEP_UID, AstepReadout, count_hits
+from ...cli.argtypes import non_negative_float, positive_float, positive_int
+from ...errors import EmulatorConfigError
+from .link import ASTEP_BAUDRATE, AstepLink, open_link
+from .sequence import ChipConfig, SequenceInfo, start_run
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = "astepemu://?layers=1&chips=1&seed=0&rate=100"
+
+
+def add_daq_options(parser: argparse.ArgumentParser) -> None:
+    """The ``--profile astep`` options of ``apx-hil daq``."""
+    group = parser.add_argument_group("A-STEP profile (--profile astep)")
+    group.add_argument("--layers", type=positive_int, choices=(1, 2, 3), default=1,
+                       help="layers (lanes) read out (default 1)")
+    group.add_argument("--chips", type=positive_int, choices=(1, 2, 3, 4), default=1,
+                       help="chips per daisy chain (default 1)")
+    group.add_argument("--ts-freq", type=positive_float, default=1e6,
+                       help="FPGA timestamp frequency in Hz (default 1e6: divider 80)")
+    group.add_argument("--reset-delay", type=non_negative_float, default=0.5,
+                       help="chip reset pulse in seconds (the XML RSTdelay; default 0.5)")
+    group.add_argument("--sr-config", metavar="FILE",
+                       help="raw LAYERS_SR_OUT byte stream (shift-register chip "
+                            "configuration) to write before the readout starts")
+
+
+def chip_config(args: argparse.Namespace) -> ChipConfig:
+    """The chip configuration step's input: raw SR bytes when given (see sequence.py)."""
+    if getattr(args, "sr_config", None):
+        with open(args.sr_config, "rb") as stream:
+            return stream.read()
+    if getattr(args, "config", None):
+        log.warning("--config %s is stored in the run header; it is not written to the chips "
+                    "(the v4 encoding comes with astropix_hil.chipconfig; use --sr-config)",
+                    args.config)
+    return None
+
+
+def open_run(args: argparse.Namespace) -> tuple[AstepLink, SequenceInfo]:
+    """Open the port and run the team's start-up sequence on it."""
+    port = args.port or DEFAULT_PORT
+    baud = args.baudrate or ASTEP_BAUDRATE
+    link = open_link(port, baudrate=baud, reply_timeout=args.reply_timeout)
+    try:
+        info = start_run(link, layers=args.layers, chips=args.chips, ts_freq=args.ts_freq,
+                         reset_delay=args.reset_delay, chip_config=chip_config(args))
+    except BaseException:
+        link.close()
+        raise
+    return link, info
+
+
+def header_fields(info: SequenceInfo) -> dict[str, Any]:
+    """What an A-STEP run adds to the ``.apx`` (and multicast) header."""
+    return {"readout_uid": ASTEP_UID, "profile": "astep",
+            "astep": {"chip": "v4", "fpga_ts_byteorder": info.fpga_ts_byteorder,
+                      **info.as_dict()}}
+
+
+def readout_factory(info: SequenceInfo) -> Callable[[bytes, int, int], AstepReadout]:
+    def make(data: bytes, readout_id: int, timestamp: int) -> AstepReadout:
+        return AstepReadout(data, readout_id, timestamp, info.fpga_ts_byteorder)
+
+    return make
+
+
+def hit_counter(info: SequenceInfo) -> Callable[[list], int]:
+    return lambda batch: count_hits(batch, info.fpga_ts_byteorder)
+
+
+# -- apx-hil board --profile astep -------------------------------------------------------------
+
+def add_board_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("A-STEP profile (--profile astep)")
+    group.add_argument("--layers", help="layers of chips, 1..3 (default 1)")
+    group.add_argument("--byteorder", choices=("big", "little"),
+                       help="emulated firmware's FPGA timestamp byte order (default big: "
+                            "firmware of 2025-11-24 on)")
+
+
+def make_board(args: argparse.Namespace):
+    from .board import AstepBoard
+
+    if args.mode is not None:
+        raise EmulatorConfigError("--mode is a nexys option; the A-STEP chips emit Poisson "
+                                  "hits at --rate")
+    options: dict[str, Any] = dict(args.option)
+    for name in ("rate", "anomalies", "chips", "layers", "byteorder"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    if args.fifo_size is not None:
+        options["fifo_size"] = args.fifo_size
+    return AstepBoard.from_options(seed=args.seed, **options)
+
+
+def write_truth(board, path: str | os.PathLike) -> int:
+    return board.write_truth_csv(path)
+
+
+__all__ = ["DEFAULT_PORT", "add_board_options", "add_daq_options", "header_fields",
+           "hit_counter", "make_board", "open_run", "readout_factory", "write_truth"]
