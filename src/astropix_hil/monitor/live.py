@@ -1,0 +1,238 @@
+"""``apx-hil monitor``'s engine: a feed thread decodes and accumulates, the main thread plots.
+
+The feed (:class:`NetworkFeed` on multicast, :class:`FileFeed` replaying a file) decodes each
+batch of readouts in bulk and adds it to an :class:`~astropix_hil.monitor.Accumulator`; the
+main thread only ever draws :meth:`~astropix_hil.monitor.Accumulator.snapshot` copies, a few
+times a second, so drawing time never slows the receiving down.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..bulk import decode_frames
+from ..fileio import iter_hit_chunks, read_header
+from ..sock import MulticastReceiver
+from .accumulator import Accumulator
+
+#: Longest a feed waits before looking at its stop flag (s).
+_TICK = 0.1
+#: How often a network feed copies the receiver's statistics into the accumulator (s).
+_STATS_INTERVAL = 0.2
+#: Bytes of a file decoded per step when replaying at a given speed (keeps pacing smooth).
+_PACED_CHUNK = 256 << 10
+
+
+class Feed(threading.Thread):
+    """A thread adding readouts to an accumulator until :meth:`stop` or its source ends."""
+
+    def __init__(self, acc: Accumulator) -> None:
+        super().__init__(daemon=True, name=type(self).__name__)
+        self.acc = acc
+        self._stop_event = threading.Event()
+        #: The exception that ended the feed, if any (the caller reports it).
+        self.error: BaseException | None = None
+        #: Set when the source has nothing more (end of file).
+        self.exhausted = threading.Event()
+        #: Monotonic time of the last data seen.
+        self.last_data = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        try:
+            self.feed()
+        except BaseException as exc:  # reported by the main thread, one line
+            self.error = exc
+        finally:
+            self.exhausted.set()
+
+    def feed(self) -> None:
+        raise NotImplementedError
+
+
+class NetworkFeed(Feed):
+    """Receive multicast readouts (framed or legacy), decode them per stream, accumulate."""
+
+    def __init__(self, acc: Accumulator, receiver: MulticastReceiver) -> None:
+        super().__init__(acc)
+        self.receiver = receiver
+        self._extra: dict[str, bytes | None] = {}
+        acc.source = f"{receiver.group}:{receiver.port}"
+
+    def feed(self) -> None:
+        receiver = self.receiver
+        heard = receiver.stats.datagrams
+        published = 0.0
+        while not self._stop_event.is_set():
+            try:
+                self._add(receiver.receive_batch(timeout=_TICK))
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if receiver.stats.datagrams != heard:
+                heard, self.last_data = receiver.stats.datagrams, now
+            if now - published >= _STATS_INTERVAL:
+                self.acc.set_receiver(receiver.stats.as_dict())
+                published = now
+        receiver.finish()  # settle the accounting: open gaps are lost, held readouts delivered
+        while True:
+            try:
+                self._add(receiver.receive_batch(timeout=0))
+            except TimeoutError:
+                break
+        self.acc.set_receiver(receiver.stats.as_dict())
+
+    def _add(self, batch) -> None:
+        frames = batch.frames()
+        extra = self._extra.get(batch.stream) if batch.contiguous else None
+        result = decode_frames(np.frombuffer(batch.data, dtype=np.uint8), frames.starts,
+                               frames.ends, frames.readout_ids, frames.timestamps, extra)
+        self._extra[batch.stream] = result.extra_bytes
+        self.acc.add(result.hits, result.status, frames.readout_ids, frames.timestamps)
+
+
+class FileFeed(Feed):
+    """Replay an ``.apx`` file: at ``speed`` times its recorded pace (by the readout
+    timestamps), or as fast as it decodes (``speed`` 0)."""
+
+    def __init__(self, acc: Accumulator, path: str, speed: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(acc)
+        self.path = path
+        self.speed = speed
+        self._clock = clock
+        acc.header = read_header(path)
+        acc.source = os.fspath(path)
+
+    def feed(self) -> None:
+        if self.speed <= 0:
+            for chunk in iter_hit_chunks(self.path):
+                if self._stop_event.is_set():
+                    return
+                self.acc.add(chunk.hits, chunk.status, chunk.readout_ids, chunk.timestamps,
+                             count_ids=True)
+                self.last_data = time.monotonic()
+            return
+        start = self._clock()
+        t0: int | None = None
+        for chunk in iter_hit_chunks(self.path, _PACED_CHUNK):
+            stamps = chunk.timestamps.astype(np.float64)
+            hit_stamps = chunk.hits["timestamp"].astype(np.float64)
+            t0 = float(stamps[0]) if t0 is None else t0
+            done = -np.inf
+            while True:
+                if self._stop_event.is_set():
+                    return
+                # Everything stamped up to "now" in the file's time is due.
+                due = t0 + (self._clock() - start) * self.speed * 1e9
+                later = stamps > due
+                upto = due if later.any() else np.inf
+                r_sel = (stamps > done) & (stamps <= upto)
+                h_sel = (hit_stamps > done) & (hit_stamps <= upto)
+                if r_sel.any() or h_sel.any():
+                    self.acc.add(chunk.hits[h_sel], chunk.status[r_sel],
+                                 chunk.readout_ids[r_sel], chunk.timestamps[r_sel],
+                                 count_ids=True)
+                    self.last_data = time.monotonic()
+                done = upto
+                if upto == np.inf:
+                    break
+                wait = (float(stamps[later].min()) - t0) / (self.speed * 1e9) \
+                    - (self._clock() - start)
+                self._stop_event.wait(min(max(wait, 0.0), _TICK))
+
+
+#: Seconds between redraws of the window (at least twice a second).
+REFRESH_S = 0.4
+
+
+class Snapshots:
+    """``--png DIR --every S``: numbered PNG snapshots of the whole monitor."""
+
+    PATTERN = "monitor_{:04d}.png"
+
+    def __init__(self, folder: str, every: float, force: bool = False) -> None:
+        os.makedirs(folder, exist_ok=True)
+        taken = sorted(f for f in os.listdir(folder)
+                       if f.startswith("monitor_") and f.endswith(".png"))
+        if taken and not force:
+            raise FileExistsError(f"{folder} already holds snapshots ({taken[0]}...); use "
+                                  "--force to overwrite them")
+        self.folder, self.every = folder, every
+        self.count = 0
+        self.due = time.monotonic() + every
+        self.written: list[str] = []
+
+    def write(self, acc: Accumulator) -> str:
+        from .figures import monitor_figure, png_bytes
+
+        self.count += 1
+        path = os.path.join(self.folder, self.PATTERN.format(self.count))
+        with open(path, "wb") as stream:
+            stream.write(png_bytes(monitor_figure(acc.snapshot())))
+        self.written.append(path)
+        return path
+
+
+def watch(feed: Feed, stop: threading.Event, *, window: bool,
+          snapshots: Snapshots | None = None, duration: float | None = None,
+          idle_exit: float | None = None) -> str:
+    """Run ``feed`` and show or snapshot its accumulator until it ends; return why it ended.
+
+    ``stop`` is set by a signal. A window stays open after a file is replayed, until closed.
+    """
+    fig = plt = None
+    if window:
+        import matplotlib.pyplot as plt
+
+        from .figures import draw_monitor
+
+        fig = plt.figure("apx-hil monitor", figsize=(14, 8), layout="constrained")
+        plt.show(block=False)
+    start = time.monotonic()
+    feed.start()
+    reason = "stopped"
+    try:
+        while True:
+            now = time.monotonic()
+            if stop.is_set():
+                reason = "signal"
+                break
+            if feed.error is not None:
+                raise feed.error
+            if feed.exhausted.is_set() and not window:
+                reason = "end of file"
+                break
+            if duration is not None and now - start >= duration:
+                reason = "duration"
+                break
+            if idle_exit is not None and now - feed.last_data >= idle_exit:
+                reason = "idle"
+                break
+            if snapshots is not None and now >= snapshots.due:
+                snapshots.write(feed.acc)
+                snapshots.due = max(snapshots.due + snapshots.every, now)
+            if window:
+                if not plt.fignum_exists(fig.number):
+                    reason = "window closed"
+                    break
+                draw_monitor(fig, feed.acc.snapshot())
+                plt.pause(REFRESH_S)  # runs the GUI event loop meanwhile
+            else:
+                wait = REFRESH_S if snapshots is None else min(REFRESH_S, snapshots.due - now)
+                stop.wait(max(wait, 0.0))
+    finally:
+        feed.stop()
+        feed.join()
+    if feed.error is not None:
+        raise feed.error
+    if snapshots is not None:
+        snapshots.write(feed.acc)
+    return reason
