@@ -119,12 +119,17 @@ class Accumulator:
         return (since // np.uint64(self.time_bin_ns)).astype(np.int64)
 
     def _count_ids(self, ids: np.ndarray) -> None:
-        prev = self._last_id if self._last_id is not None else int(ids[0]) - 1
-        steps = np.diff(ids, prepend=prev)
-        self.ids["lost"] += int(np.clip(steps - 1, 0, None).sum())
+        # Against the highest id so far: a step up by k skips k - 1 ids (lost, for now), the
+        # same id again is a duplicate, a lower id arrived late and fills one of those gaps.
+        top = self._last_id if self._last_id is not None else int(ids[0]) - 1
+        before = np.maximum.accumulate(np.concatenate(([top], ids[:-1])))
+        steps = ids - before
+        late = int(np.count_nonzero(steps < 0))
+        lost = self.ids["lost"] + int(np.clip(steps - 1, 0, None).sum()) - late
+        self.ids["lost"] = max(lost, 0)
         self.ids["duplicated"] += int(np.count_nonzero(steps == 0))
-        self.ids["reordered"] += int(np.count_nonzero(steps < 0))
-        self._last_id = int(ids[-1])
+        self.ids["reordered"] += late
+        self._last_id = max(int(before[-1]), int(ids[-1]))
 
     def set_receiver(self, stats: dict[str, Any]) -> None:
         """Record a receiver's statistics (and the run header its heartbeats carried)."""
