@@ -19,7 +19,13 @@ from astropix_hil.cli import main
 from astropix_hil.fileio import ApxReader, write_apx
 from astropix_hil.fmt import HIT_DTYPE, Decoding
 from astropix_hil.monitor import Accumulator, accumulate_file
-from astropix_hil.monitor.figures import monitor_figure, png_bytes, report_figures, tot_range
+from astropix_hil.monitor.figures import (
+    MonitorView,
+    monitor_figure,
+    png_bytes,
+    report_figures,
+    tot_range,
+)
 from astropix_hil.monitor.report import render_html
 
 from .monitor_helpers import converted_hits, emulate, hitmap_from_csv, tot_from_csv
@@ -153,6 +159,36 @@ def test_the_monitor_figure_shows_the_accumulator(messy_run):
     assert np.array_equal(hit_line.get_ydata(), acc.hits_per_bin)
     text = "\n".join(t.get_text() for ax in fig.get_axes() for t in ax.texts)
     assert f"received {acc.readouts}, lost 0" in text and "VALID_EXTRA_BYTES" in text
+
+
+def test_the_live_view_updates_its_artists_in_place(messy_run):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(14, 8))
+    FigureCanvasAgg(fig)
+    view = MonitorView(fig)
+    full = accumulate_file(messy_run)
+    half = Accumulator()
+    half.add(*_first_readouts(messy_run, 1000))
+    view.update(half.snapshot())
+    axes = fig.get_axes()
+    view.update(full.snapshot())
+    assert fig.get_axes() == axes  # same axes, new data
+    images = [ax.images[0] for ax in axes if ax.images]
+    assert [np.asarray(i.get_array()).sum() for i in images] == \
+        [full.hitmap[c].sum() for c in full.chips]
+    (stairs,) = [p for ax in axes for p in ax.patches]
+    assert stairs.get_data()[0].sum() == full.hits
+    fig.canvas.draw()
+
+
+def _first_readouts(path, count):
+    from astropix_hil.fileio import iter_hit_chunks
+
+    chunk = next(iter_hit_chunks(path))
+    hits = chunk.hits[chunk.hits["readout_id"] < chunk.readout_ids[count]]
+    return hits, chunk.status[:count], chunk.readout_ids[:count], chunk.timestamps[:count]
 
 
 def test_figures_render_under_agg(messy_run):

@@ -127,6 +127,54 @@ def monitor_figure(acc: Accumulator, size: tuple[float, float] = (14, 8)) -> Fig
     return fig
 
 
+class MonitorView:
+    """The monitor figure kept between refreshes: each :meth:`update` changes the data of the
+    existing artists (no new axes, no layout pass) unless the set of chips changed."""
+
+    def __init__(self, fig: Figure) -> None:
+        self.fig = fig
+        self._chips: list[int] | None = None
+
+    def update(self, acc: Accumulator) -> None:
+        """Show ``acc`` (a snapshot); call ``fig.canvas.draw_idle()`` (or render) after."""
+        if acc.chips != self._chips:
+            self._build(acc)
+            return
+        for image, chip in zip(self._images, self._chips, strict=True):
+            counts = acc.hitmap[chip]
+            image.set_data(counts)
+            image.set_clim(0, max(int(counts.max()), 1))
+            image.axes.set_title(f"chip {chip}: {int(counts.sum())} hits")
+        upto = tot_range(acc)
+        self._stairs.set_data(acc.tot[:upto], acc.tot_edges_us[:upto + 1])
+        self._tot_ax.set_title(f"ToT: {acc.hits} hits")
+        centres, readout_rate, hit_rate = acc.rates()
+        self._lines[0].set_data(centres, readout_rate)
+        self._lines[1].set_data(centres, hit_rate)
+        self._rates_ax.set_title(f"rates: {acc.readouts} readouts")
+        self._rates_ax.set_xlabel(
+            f"time since first readout (s), bins of {acc.time_bin_ns / 1e9:g} s")
+        for ax in (self._tot_ax, self._rates_ax):
+            ax.relim()
+            ax.autoscale_view()
+        self._text.set_text("\n".join(status_lines(acc)))
+
+    def _build(self, acc: Accumulator) -> None:
+        self.fig.set_layout_engine("constrained")
+        draw_monitor(self.fig, acc)
+        axes = self.fig.get_axes()
+        self._chips = acc.chips
+        self._images = [ax.images[0] for ax in axes if ax.images] if acc.chips else []
+        (self._tot_ax,) = [ax for ax in axes if ax.get_xlabel().startswith("ToT")]
+        (self._stairs,) = self._tot_ax.patches
+        (self._rates_ax,) = [ax for ax in axes if ax.get_ylabel() == "rate (1/s)"]
+        self._lines = self._rates_ax.get_lines()
+        (self._text,) = [t for ax in axes for t in ax.texts]
+        # Lay out once now; later refreshes keep these positions (a layout pass is slow).
+        self.fig.canvas.draw()
+        self.fig.set_layout_engine("none")
+
+
 def report_figures(acc: Accumulator) -> dict[str, Figure]:
     """The report's figures by name: hit maps, ToT histogram, rates."""
     chips = max(len(acc.chips), 1)

@@ -149,8 +149,8 @@ class FileFeed(Feed):
                 self._stop_event.wait(min(max(wait, 0.0), _TICK))
 
 
-#: Seconds between redraws of the window (at least twice a second).
-REFRESH_S = 0.4
+#: Seconds from one redraw of the window to the next (at least twice a second).
+REFRESH_S = 0.45
 
 
 class Snapshots:
@@ -192,9 +192,10 @@ def watch(feed: Feed, stop: threading.Event, *, window: bool,
     if window:
         import matplotlib.pyplot as plt
 
-        from .figures import draw_monitor
+        from .figures import MonitorView
 
         fig = plt.figure("apx-hil monitor", figsize=(14, 8), layout="constrained")
+        view = MonitorView(fig)
         plt.show(block=False)
     start = time.monotonic()
     feed.start()
@@ -223,8 +224,10 @@ def watch(feed: Feed, stop: threading.Event, *, window: bool,
                 if not plt.fignum_exists(fig.number):
                     reason = "window closed"
                     break
-                draw_monitor(fig, feed.acc.snapshot())
-                plt.pause(REFRESH_S)  # runs the GUI event loop meanwhile
+                view.update(feed.acc.snapshot())
+                fig.canvas.draw_idle()
+                # The GUI event loop runs (and draws) until the next refresh is due.
+                plt.pause(max(REFRESH_S - (time.monotonic() - now), 0.02))
             else:
                 wait = REFRESH_S if snapshots is None else min(REFRESH_S, snapshots.due - now)
                 stop.wait(max(wait, 0.0))
