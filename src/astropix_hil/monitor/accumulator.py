@@ -56,6 +56,8 @@ class Accumulator:
         #: Readout-id accounting of a file source (see :meth:`add`).
         self.ids = {"lost": 0, "duplicated": 0, "reordered": 0}
         self._last_id: int | None = None
+        #: Readout-id stride of a scan run (see :mod:`astropix_hil.scan.definition`), if any.
+        self.id_stride: int | None = None
         self.header: dict[str, Any] | None = None
         #: A receiver's :meth:`~astropix_hil.framing.ReceiverStats.as_dict`, when live.
         self.receiver: dict[str, Any] | None = None
@@ -124,6 +126,9 @@ class Accumulator:
         top = self._last_id if self._last_id is not None else int(ids[0]) - 1
         before = np.maximum.accumulate(np.concatenate(([top], ids[:-1])))
         steps = ids - before
+        if self.id_stride:  # a scan run: each step's ids start afresh at step * stride
+            fresh = (ids // self.id_stride > before // self.id_stride) & (ids > before)
+            steps[fresh] = ids[fresh] % self.id_stride + 1
         late = int(np.count_nonzero(steps < 0))
         lost = self.ids["lost"] + int(np.clip(steps - 1, 0, None).sum()) - late
         self.ids["lost"] = max(lost, 0)
@@ -258,6 +263,9 @@ def accumulate_file(path: str | os.PathLike, acc: Accumulator | None = None) -> 
     acc = acc if acc is not None else Accumulator()
     acc.header = read_header(path)
     acc.source = os.fspath(path)
+    scan = acc.header.get("scan")
+    if isinstance(scan, dict) and isinstance(scan.get("readout_id_stride"), int):
+        acc.id_stride = scan["readout_id_stride"]
     for chunk in iter_hit_chunks(path):
         acc.add(chunk.hits, chunk.status, chunk.readout_ids, chunk.timestamps, count_ids=True)
     return acc
