@@ -79,7 +79,8 @@ def status_lines(acc: Accumulator, width: int = 60) -> list[str]:
         lines.append(f"{row['stream'][:16]}: received {row['received']}, lost {row['lost']}, "
                      f"dup {row['duplicated']}, reord {row['reordered']}")
     flags = acc.flag_counts()
-    lines.append("flags: " + (", ".join(f"{k} {v}" for k, v in flags.items()) or "none"))
+    lines.append("decoding flags (readouts):" + ("" if flags else " none"))
+    lines += [f"  {name}: {count}" for name, count in flags.items()]
     if acc.receiver is not None:
         drops = acc.receiver.get("socket_drops")
         malformed = acc.receiver.get("totals", {}).get("malformed", 0)
