@@ -268,3 +268,33 @@ def test_render_html_escapes_the_header_and_lists_receiver_counters():
     assert page.cells["lost"] == ["4"] and page.cells["reordered"] == ["2"]
     assert page.cells["stream"] == ["ab12"]
     assert '<td class="text">socket drops</td><td>3</td>' in text
+
+
+def test_a_truncated_file_is_reported_with_one_warning_line(tmp_path, messy_run, capsys):
+    cut = tmp_path / "cut.apx"
+    cut.write_bytes(messy_run.read_bytes()[:-5])  # the DAQ died inside the last readout
+    out = tmp_path / "cut.html"
+    assert main(["report", str(cut), "-o", str(out)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    (warning,) = [line for line in err if "warning" in line]
+    assert "file ends inside a readout" in warning
+    page = _Cells()
+    page.feed(out.read_text())
+    assert page.cells["received"] == ["2999"]
+    assert "file ends inside a readout" in out.read_text()
+    assert main(["monitor", "--file", str(cut), "--speed", "0", "--report",
+                 str(tmp_path / "m.html"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["warnings"] and captured.err.count("warning") == 1
+
+
+def test_a_damaged_file_gets_one_clear_line(tmp_path, capsys):
+    bad = tmp_path / "bad.apx"
+    bad.write_bytes(b"%APXDF\x05\x00\x00\x00{\"a\":")
+    for argv in (["report", str(bad), "-o", str(tmp_path / "b.html")],
+                 ["monitor", "--file", str(bad), "--report", str(tmp_path / "c.html")],
+                 ["info", str(bad), "--pixels"], ["scan", "fit", str(bad)]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "bad.apx" in err and "header" in err, (argv, err)
+    assert not (tmp_path / "b.html").exists() and not (tmp_path / "c.html").exists()

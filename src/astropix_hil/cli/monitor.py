@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     summary["stop_reason"] = reason
     if snapshots is not None:
         summary["snapshots"] = snapshots.written
+    for warning in acc.warnings:
+        print(f"apx-hil monitor: warning: {warning}", file=sys.stderr)
     lost = sum(row["lost"] for row in summary["streams"])
     print(f"monitored {acc.readouts} readouts, {acc.hits} hits from {acc.source} "
           f"({reason}); {lost} readouts lost", file=sys.stderr)

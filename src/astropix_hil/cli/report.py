@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     acc = accumulate_file(args.apx)
     write_report(output, acc)
+    for warning in acc.warnings:
+        print(f"apx-hil report: warning: {warning}", file=sys.stderr)
     print(f"report of {acc.readouts} readouts, {acc.hits} hits written to {output}",
           file=sys.stderr)
     return 0

@@ -20,6 +20,7 @@ import copy
 import json
 import os
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,8 @@ class Accumulator:
         self.receiver: dict[str, Any] | None = None
         #: Where the data came from (a file path or ``group:port``), for the report.
         self.source: str = ""
+        #: Problems met on the way that did not stop it (a file truncated in its last readout).
+        self.warnings: list[str] = []
 
     # -- feeding --------------------------------------------------------------------------
     def add(self, hits: np.ndarray, status: np.ndarray, readout_ids: np.ndarray,
@@ -152,6 +155,7 @@ class Accumulator:
             for name in ("hitmap", "tot", "readouts_per_bin", "hits_per_bin", "flags"):
                 setattr(other, name, getattr(self, name).copy())
             other.ids = dict(self.ids)
+            other.warnings = list(self.warnings)
             other.receiver = copy.deepcopy(self.receiver)
             return other
 
@@ -212,6 +216,7 @@ class Accumulator:
             "socket_drops": receiver.get("socket_drops"),
             "malformed": receiver.get("totals", {}).get("malformed"),
             "time_span_s": float(self.time_edges_s[-1]),
+            "warnings": list(self.warnings),
         }
 
     # -- saving ---------------------------------------------------------------------------
@@ -258,6 +263,7 @@ def _grown(values: np.ndarray, size: int) -> np.ndarray:
 
 def accumulate_file(path: str | os.PathLike, acc: Accumulator | None = None) -> Accumulator:
     """Decode a whole ``.apx`` file (in bulk) into an accumulator (a new one by default)."""
+    from ..errors import TruncatedFileWarning
     from ..fileio import iter_hit_chunks, read_header
 
     acc = acc if acc is not None else Accumulator()
@@ -266,6 +272,11 @@ def accumulate_file(path: str | os.PathLike, acc: Accumulator | None = None) -> 
     scan = acc.header.get("scan")
     if isinstance(scan, dict) and isinstance(scan.get("readout_id_stride"), int):
         acc.id_stride = scan["readout_id_stride"]
-    for chunk in iter_hit_chunks(path):
-        acc.add(chunk.hits, chunk.status, chunk.readout_ids, chunk.timestamps, count_ids=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncatedFileWarning)
+        for chunk in iter_hit_chunks(path):
+            acc.add(chunk.hits, chunk.status, chunk.readout_ids, chunk.timestamps,
+                    count_ids=True)
+    acc.warnings += [str(w.message) for w in caught
+                     if issubclass(w.category, TruncatedFileWarning)]
     return acc

@@ -86,6 +86,7 @@ def status_lines(acc: Accumulator, width: int = 60) -> list[str]:
         malformed = acc.receiver.get("totals", {}).get("malformed", 0)
         lines.append(f"socket drops: {'unknown' if drops is None else drops}, "
                      f"malformed datagrams: {malformed}")
+    lines += [f"warning: {w}"[:width] for w in acc.warnings]
     lines.append("run header:")
     lines += [f"  {k}: {v}"[:width] for k, v in header_items(acc.header)]
     return lines

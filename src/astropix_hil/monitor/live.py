@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 
 from ..bulk import decode_frames
+from ..errors import TruncatedFileWarning
 from ..fileio import iter_hit_chunks, read_header
 from ..sock import MulticastReceiver
 from .accumulator import Accumulator
@@ -112,6 +114,16 @@ class FileFeed(Feed):
         acc.source = os.fspath(path)
 
     def feed(self) -> None:
+        # A file cut inside its last readout still replays; the warning goes to the report.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TruncatedFileWarning)
+            try:
+                self._replay()
+            finally:
+                self.acc.warnings += [str(w.message) for w in caught
+                                      if issubclass(w.category, TruncatedFileWarning)]
+
+    def _replay(self) -> None:
         if self.speed <= 0:
             for chunk in iter_hit_chunks(self.path):
                 if self._stop_event.is_set():

@@ -36,6 +36,7 @@ def render_html(acc: Accumulator, images: Mapping[str, bytes], title: str = "") 
         f'<p>Written {esc(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))}. '
         f'<span id="readouts">{acc.readouts}</span> readouts, '
         f'<span id="hits">{acc.hits}</span> hits over {acc.time_edges_s[-1]:g} s.</p>',
+        *(f'<p class="warning"><b>Warning:</b> {esc(w)}</p>' for w in acc.warnings),
         "<h2>Readouts received and lost</h2>", '<table id="loss"><tr>',
         "".join(f"<th>{c}</th>" for c in _LOSS_COLUMNS), "</tr>",
     ]
