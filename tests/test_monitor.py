@@ -298,3 +298,46 @@ def test_a_damaged_file_gets_one_clear_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "bad.apx" in err and "header" in err, (argv, err)
     assert not (tmp_path / "b.html").exists() and not (tmp_path / "c.html").exists()
+
+
+def test_the_window_loop_refreshes_until_stopped(messy_run, monkeypatch):
+    """The window path of ``watch`` (pyplot on the Agg backend stands in for a display): it
+    keeps the figure updated from the feed and ends on the stop event."""
+    import threading
+    import time
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from astropix_hil.monitor import live
+
+    updates = []
+    real_update = MonitorView.update
+
+    def counting(self, acc):
+        updates.append(acc.readouts)
+        real_update(self, acc)
+
+    monkeypatch.setattr(MonitorView, "update", counting)
+    acc = Accumulator()
+    feed = live.FileFeed(acc, str(messy_run), speed=0)
+    stop = threading.Event()
+
+    def stop_when_done():
+        # Stop once the whole file is in and a refresh has shown all of it.
+        feed.exhausted.wait(60)
+        deadline = time.monotonic() + 60
+        while not (updates and updates[-1] == 3000) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling a condition, bounded
+        stop.set()
+
+    stopper = threading.Thread(target=stop_when_done, daemon=True)
+    stopper.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Agg is non-interactive: plt.pause only waits
+        reason = live.watch(feed, stop, window=True)
+    stopper.join(5)
+    assert reason == "signal" and updates[-1] == 3000
+    fig = plt.gcf()
+    assert len([ax for ax in fig.get_axes() if ax.images]) == 2
+    plt.close("all")
