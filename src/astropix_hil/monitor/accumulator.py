@@ -57,6 +57,7 @@ class Accumulator:
         #: Readout-id accounting of a file source (see :meth:`add`).
         self.ids = {"lost": 0, "duplicated": 0, "reordered": 0}
         self._last_id: int | None = None
+        self._skipped = 0
         #: Readout-id stride of a scan run (see :mod:`astropix_hil.scan.definition`), if any.
         self.id_stride: int | None = None
         self.header: dict[str, Any] | None = None
@@ -133,10 +134,12 @@ class Accumulator:
             fresh = (ids // self.id_stride > before // self.id_stride) & (ids > before)
             steps[fresh] = ids[fresh] % self.id_stride + 1
         late = int(np.count_nonzero(steps < 0))
-        lost = self.ids["lost"] + int(np.clip(steps - 1, 0, None).sum()) - late
-        self.ids["lost"] = max(lost, 0)
-        self.ids["duplicated"] += int(np.count_nonzero(steps == 0))
+        # Gaps and late arrivals are summed over the run before they are netted, so the
+        # result does not depend on how the readouts were batched.
+        self._skipped += int(np.clip(steps - 1, 0, None).sum())
         self.ids["reordered"] += late
+        self.ids["lost"] = max(self._skipped - self.ids["reordered"], 0)
+        self.ids["duplicated"] += int(np.count_nonzero(steps == 0))
         self._last_id = max(int(before[-1]), int(ids[-1]))
 
     def set_receiver(self, stats: dict[str, Any]) -> None:
@@ -224,7 +227,7 @@ class Accumulator:
         """Write the histograms and counters to an ``.npz`` file (see :meth:`load`)."""
         snap = self.snapshot()
         meta = {"summary": snap.summary(), "header": snap.header, "receiver": snap.receiver,
-                "ids": snap.ids, "tot_bin_cycles": snap.tot_bin_cycles,
+                "ids": snap.ids, "skipped": snap._skipped, "tot_bin_cycles": snap.tot_bin_cycles,
                 "time_bin_ns": snap.time_bin_ns, "t0_ns": snap.t0_ns,
                 "max_time_bins": snap.max_time_bins, "source": snap.source,
                 "readouts": snap.readouts, "hits": snap.hits}
@@ -243,6 +246,7 @@ class Accumulator:
                 setattr(acc, name, data[name].copy())
         acc.time_bin_ns, acc.t0_ns = meta["time_bin_ns"], meta["t0_ns"]
         acc.header, acc.receiver, acc.ids = meta["header"], meta["receiver"], meta["ids"]
+        acc._skipped = meta.get("skipped", 0)
         acc.source, acc.readouts, acc.hits = meta["source"], meta["readouts"], meta["hits"]
         return acc
 
