@@ -35,3 +35,16 @@ def test_text_hitmap_scale_and_layout():
     assert lines[1][4 + 3] not in (EMPTY, RAMP[0], RAMP[-1])
     assert lines[-2:] == ["    0         1", "    012345678901"]
     assert text_hitmap(np.zeros((32, 32)))[0] == f"  0 {EMPTY}"
+
+
+def test_info_pixels_json_holds_each_chips_counts(tmp_path, capsys):
+    import json
+
+    run = emulate(tmp_path / "px.apx", "--seed", "3", "--mode", "poisson", "--rate", "300",
+                  "--chips", "2", "--readouts", "50")
+    assert main(["info", str(run), "--pixels", "--json"]) == 0
+    pixels = json.loads(capsys.readouterr().out)["pixels"]
+    counts = hitmap_from_csv(converted_hits(run, tmp_path))
+    assert sorted(pixels) == ["0", "1"]
+    for chip, grid in pixels.items():
+        assert np.array_equal(np.array(grid), counts[int(chip)])

@@ -4,6 +4,7 @@ multicast on loopback in a network namespace of the test's own) and replaying a 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -99,3 +100,13 @@ def test_sigterm_stops_a_replay_and_still_writes_the_report(tmp_path):
     summary = json.loads(out)
     assert summary["stop_reason"] == "signal" and 0 < summary["readouts"] < 2000
     assert report.exists()
+
+
+def test_without_a_display_the_monitor_says_how_to_run_headless(tmp_path):
+    run = emulate(tmp_path / "sim.apx", "--seed", "4", "--readouts", "20")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
+    proc = subprocess.run([sys.executable, "-m", "astropix_hil", "monitor", "--file", str(run)],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "--png DIR or --report RUN.html" in proc.stderr
