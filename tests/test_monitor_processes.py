@@ -110,3 +110,15 @@ def test_without_a_display_the_monitor_says_how_to_run_headless(tmp_path):
                           capture_output=True, text=True, timeout=TIMEOUT, env=env)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "--png DIR or --report RUN.html" in proc.stderr
+
+
+def test_a_bad_group_or_key_ends_the_monitor_with_one_line(tmp_path, capsys):
+    from astropix_hil.cli import main
+
+    report = tmp_path / "r.html"
+    for option, value, words in (("--group", "10.1.1.1", "not a multicast group"),
+                                 ("--key", str(tmp_path / "missing"), "cannot read key file")):
+        assert main(["monitor", option, value, "--report", str(report)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+    assert not report.exists()

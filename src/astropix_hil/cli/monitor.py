@@ -58,7 +58,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     require("matplotlib", "plot")
     _check_outputs(args)
-    from ..monitor.live import FileFeed, NetworkFeed, Snapshots, watch
+    from ..monitor.live import FileFeed, ProcessFeed, Snapshots, watch
 
     headless = args.png is not None or args.report is not None
     if not headless:
@@ -69,15 +69,11 @@ def run(args: argparse.Namespace) -> int:
         matplotlib.use("Agg")
     snapshots = Snapshots(args.png, args.every, args.force) if args.png else None
     acc = Accumulator()
-    receiver = None
     if args.file is not None:
         feed = FileFeed(acc, args.file, args.speed)
     else:
-        from ..sock import MulticastReceiver
-
-        receiver = MulticastReceiver(group=args.group, port=args.port,
-                                     interface=args.interface, key=args.key)
-        feed = NetworkFeed(acc, receiver)
+        # Receiving runs in a process of its own: drawing never delays it.
+        feed = ProcessFeed(acc, args.group, args.port, args.interface, args.key)
     stop = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -89,8 +85,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if receiver is not None:
-            receiver.close()
     if args.report is not None:
         from ..monitor.report import write_report
 

@@ -153,7 +153,8 @@ class Accumulator:
     def snapshot(self) -> Accumulator:
         """A consistent copy to read or plot while this one keeps accumulating."""
         with self._lock:
-            other = copy.copy(self)
+            other = Accumulator.__new__(Accumulator)  # not copy.copy: that pickles
+            other.__dict__.update(self.__dict__)
             other._lock = threading.Lock()
             for name in ("hitmap", "tot", "readouts_per_bin", "hits_per_bin", "flags"):
                 setattr(other, name, getattr(self, name).copy())
@@ -161,6 +162,22 @@ class Accumulator:
             other.warnings = list(self.warnings)
             other.receiver = copy.deepcopy(self.receiver)
             return other
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (sent between processes) without its lock, as a consistent copy."""
+        state = self.snapshot().__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def replace_with(self, other: Accumulator) -> None:
+        """Take every histogram and counter of ``other`` (a newer state of the same run)."""
+        state = other.__getstate__()
+        with self._lock:
+            self.__dict__.update(state)
 
     @property
     def chips(self) -> list[int]:

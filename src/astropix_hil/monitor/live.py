@@ -8,6 +8,7 @@ times a second, so drawing time never slows the receiving down.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
@@ -17,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..bulk import decode_frames
-from ..errors import TruncatedFileWarning
+from ..errors import ApxHilError, TruncatedFileWarning
 from ..fileio import iter_hit_chunks, read_header
 from ..sock import MulticastReceiver
 from .accumulator import Accumulator
@@ -69,12 +70,35 @@ class NetworkFeed(Feed):
         acc.source = f"{receiver.group}:{receiver.port}"
 
     def feed(self) -> None:
+        self._loop(lambda: self._stop_event.is_set(), _TICK)
+        self._settle()
+
+    def serve(self, conn) -> None:
+        """Receive until ``conn`` says ``stop``, answering each ``snapshot`` request on it with
+        the accumulator (then the last state, settled, after ``stop``)."""
+        stopped = False
+
+        def requested() -> bool:
+            nonlocal stopped
+            while conn.poll():
+                if conn.recv() == "stop":
+                    stopped = True
+                    return True
+                self.acc.set_receiver(self.receiver.stats.as_dict())
+                conn.send(("snapshot", self.acc))
+            return stopped
+
+        self._loop(requested, 0.02)
+        self._settle()
+        conn.send(("snapshot", self.acc))
+
+    def _loop(self, stop: Callable[[], bool], tick: float) -> None:
         receiver = self.receiver
         heard = receiver.stats.datagrams
         published = 0.0
-        while not self._stop_event.is_set():
+        while not stop():
             try:
-                self._add(receiver.receive_batch(timeout=_TICK))
+                self._add(receiver.receive_batch(timeout=tick))
             except TimeoutError:
                 pass
             now = time.monotonic()
@@ -83,6 +107,9 @@ class NetworkFeed(Feed):
             if now - published >= _STATS_INTERVAL:
                 self.acc.set_receiver(receiver.stats.as_dict())
                 published = now
+
+    def _settle(self) -> None:
+        receiver = self.receiver
         receiver.finish()  # settle the accounting: open gaps are lost, held readouts delivered
         while True:
             try:
@@ -98,6 +125,90 @@ class NetworkFeed(Feed):
                                frames.ends, frames.readout_ids, frames.timestamps, extra)
         self._extra[batch.stream] = result.extra_bytes
         self.acc.add(result.hits, result.status, frames.readout_ids, frames.timestamps)
+
+
+class ProcessFeed(Feed):
+    """A :class:`NetworkFeed` in a process of its own, so that drawing (which holds this
+    process's interpreter lock for long stretches) never delays receiving; this thread fetches
+    a copy of its accumulator every :data:`_STATS_INTERVAL` seconds."""
+
+    def __init__(self, acc: Accumulator, group: str, port: int, interface: str | None,
+                 key: str | None, ready_timeout: float = 60.0) -> None:
+        super().__init__(acc)
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_receive_process,
+                                        args=(child, group, port, interface, key),
+                                        name="apx-hil monitor receiver", daemon=True)
+        self._process.start()
+        child.close()
+        # The socket is joined before this returns: nothing sent from now on is missed.
+        if not self._conn.poll(ready_timeout):
+            self._process.kill()
+            raise ApxHilError(f"the receiving process did not start within {ready_timeout} s")
+        self._take(self._conn.recv())
+        self._datagrams = 0
+
+    def _take(self, message: tuple) -> Accumulator | None:
+        kind, value = message
+        if kind == "error":
+            raise ApxHilError(value)
+        if kind == "ready":
+            self.acc.source = value
+            return None
+        return value
+
+    def feed(self) -> None:
+        try:
+            while not self._stop_event.wait(_STATS_INTERVAL):
+                self._refresh("snapshot")
+            self._refresh("stop")  # the last state: accounting settled, held readouts in
+        finally:
+            self._conn.close()
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
+
+    def _refresh(self, request: str) -> None:
+        try:
+            self._conn.send(request)
+            if not self._conn.poll(60):
+                raise ApxHilError("the receiving process stopped answering")
+            snapshot = self._take(self._conn.recv())
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            raise ApxHilError("the receiving process ended unexpectedly") from None
+        if snapshot is None:
+            return
+        self.acc.replace_with(snapshot)
+        datagrams = (snapshot.receiver or {}).get("datagrams", 0)
+        if datagrams != self._datagrams:
+            self._datagrams, self.last_data = datagrams, time.monotonic()
+
+
+def _receive_process(conn, group: str, port: int, interface: str | None,
+                     key: str | None) -> None:
+    """The receiving process: a :class:`NetworkFeed` loop answering snapshot requests."""
+    import signal
+
+    # The parent handles Ctrl-C and SIGTERM and tells this process to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        receiver = MulticastReceiver(group=group, port=port, interface=interface, key=key)
+    except (ApxHilError, OSError) as exc:
+        conn.send(("error", str(exc)))
+        return
+    acc = Accumulator()
+    feed = NetworkFeed(acc, receiver)
+    conn.send(("ready", acc.source))
+    try:
+        feed.serve(conn)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the parent went away
+    except (ApxHilError, OSError) as exc:
+        conn.send(("error", str(exc)))
+    finally:
+        receiver.close()
 
 
 class FileFeed(Feed):
