@@ -341,3 +341,61 @@ def test_the_window_loop_refreshes_until_stopped(messy_run, monkeypatch):
     fig = plt.gcf()
     assert len([ax for ax in fig.get_axes() if ax.images]) == 2
     plt.close("all")
+
+
+class _FakeReceiver:
+    """Hands out prepared batches, as a MulticastReceiver would, then times out."""
+
+    def __init__(self, batches) -> None:
+        self.batches = list(batches)
+        self.group, self.port = "239.1.2.3", 5007
+        from astropix_hil.framing import ReceiverStats
+
+        self.stats = ReceiverStats()
+
+    def receive_batch(self, timeout=None):
+        if not self.batches:
+            raise TimeoutError
+        self.stats.datagrams += 1
+        return self.batches.pop(0)
+
+    def finish(self):
+        pass
+
+
+def test_batches_waiting_at_the_socket_are_decoded_together_exactly(messy_run):
+    """Small batches of two interleaved streams, merged per stream before decoding, give the
+    file's histograms (extra bytes carried across merged batches)."""
+    from astropix_hil.fileio import iter_frame_chunks
+    from astropix_hil.fmt import READOUT_HEADER
+    from astropix_hil.framing import ReadoutBatch
+    from astropix_hil.monitor.live import NetworkFeed
+
+    body = messy_run.read_bytes()
+    (chunk,) = iter_frame_chunks(messy_run)
+    heads = (chunk.offset + chunk.frames.starts - READOUT_HEADER.size).tolist()
+    ends = (chunk.offset + chunk.frames.ends).tolist()
+    batches = []
+    for stream in ("a", "b"):  # the same readouts twice, as two senders
+        for i in range(0, len(heads), 3):
+            lo, hi = heads[i], ends[min(i + 3, len(ends)) - 1]
+            batches.append(ReadoutBatch(stream, ("127.0.0.1", 1), body[lo:hi],
+                                        min(3, len(ends) - i), i, True))
+    # Interleave the streams in runs of a few batches.
+    half = len(batches) // 2
+    order = []
+    for i in range(0, half, 4):
+        order += batches[i:i + 4] + batches[half + i:half + i + 4]
+    acc = Accumulator()
+    feed = NetworkFeed(acc, _FakeReceiver(order))
+    decoded = []
+    add = feed._add
+    feed._add = lambda batch: (decoded.append(batch.count), add(batch))
+    feed._loop(lambda: not feed.receiver.batches, 0.0)
+    assert len(decoded) < len(order) / 3  # runs of 4 batches of a stream decoded as one
+    assert sum(decoded) == sum(b.count for b in order)
+    expected = accumulate_file(messy_run)
+    assert acc.readouts == 2 * expected.readouts
+    assert np.array_equal(acc.hitmap, 2 * expected.hitmap)
+    assert np.array_equal(acc.tot, 2 * expected.tot)
+    assert np.array_equal(acc.flags, 2 * expected.flags)
