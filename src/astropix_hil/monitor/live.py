@@ -1,9 +1,10 @@
-"""``apx-hil monitor``'s engine: a feed thread decodes and accumulates, the main thread plots.
+"""``apx-hil monitor``'s engine: a feed decodes and accumulates, the main thread plots.
 
-The feed (:class:`NetworkFeed` on multicast, :class:`FileFeed` replaying a file) decodes each
-batch of readouts in bulk and adds it to an :class:`~astropix_hil.monitor.Accumulator`; the
-main thread only ever draws :meth:`~astropix_hil.monitor.Accumulator.snapshot` copies, a few
-times a second, so drawing time never slows the receiving down.
+A feed (:class:`NetworkFeed` on multicast, run by ``apx-hil monitor`` in a process of its own
+through :class:`ProcessFeed`; :class:`FileFeed` replaying a file) decodes readouts in bulk and
+adds them to an :class:`~astropix_hil.monitor.Accumulator`; the main thread only ever draws
+:meth:`~astropix_hil.monitor.Accumulator.snapshot` copies, about twice a second, so drawing
+never slows the receiving down.
 """
 
 from __future__ import annotations
