@@ -11,7 +11,9 @@ copyright = "2026, astropix-hil developers"  # noqa: A001
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_mock_imports = ["pyftdi", "usb", "yaml"]
+# Optional extras: the docs build documents their modules without installing them.
+autodoc_mock_imports = ["pyftdi", "usb", "yaml",
+                        "matplotlib", "scipy", "astropy", "h5py", "pyarrow"]
 nitpicky = False
 html_theme = "alabaster"
 exclude_patterns = ["_build"]

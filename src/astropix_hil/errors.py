@@ -108,3 +108,7 @@ class EmulatorError(ApxHilError):
 
 class EmulatorConfigError(EmulatorError, ValueError):
     """An emulator option that cannot be used; the message names the option and the value."""
+
+
+class MissingExtraError(ApxHilError, ImportError):
+    """An optional dependency (a pip extra of astropix-hil, e.g. ``[plot]``) is not installed."""

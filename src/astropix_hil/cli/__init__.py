@@ -25,8 +25,8 @@ from ..errors import ApxHilError
 
 #: Subcommand modules, in the order ``apx-hil --help`` lists them.
 COMMANDS = (
-    "daq", "board", "run_with_board", "ports", "emulate", "send", "recv", "convert", "info",
-    "import_log", "import_bin", "agent",
+    "daq", "board", "run_with_board", "ports", "emulate", "send", "recv", "monitor", "convert",
+    "info", "report", "scan", "import_log", "import_bin", "agent",
 )
 
 
@@ -54,7 +54,7 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
     print(f"warning: {one_line(message)}", file=sys.stderr if file is None else file)
 
 
-def report(command: str, exc: BaseException, verbose: int) -> int:
+def report_error(command: str, exc: BaseException, verbose: int) -> int:
     """Print the one line for an exception that ended ``command``; return the exit status."""
     if verbose:
         traceback.print_exception(exc)
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:  # the rule: whatever it is, one line (see the module docstring)
-        return report(args.command, exc, args.verbose)
+        return report_error(args.command, exc, args.verbose)
     finally:
         warnings.showwarning = previous
 

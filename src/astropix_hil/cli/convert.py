@@ -1,4 +1,5 @@
-"""``apx-hil convert``: decode an ``.apx`` file to a hit table (CSV or numpy)."""
+"""``apx-hil convert``: decode an ``.apx`` file to a hit table (CSV, numpy, ECSV, FITS, HDF5,
+Parquet)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from ..errors import ApxHilError
 from ..fileio import iter_hit_chunks, read_header
 from ..fmt import HIT_DTYPE
 from ..hitcsv import write_hits_csv
+from ..tables import WRITERS as TABLE_WRITERS
 from . import astep_convert
 
-FORMATS = ("csv", "npy", "bin")
+FORMATS = ("csv", "npy", "bin", *TABLE_WRITERS)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,18 +33,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output",
                         help="output file ('-' for stdout; default: the input with the "
                              "format's extension)")
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite an existing output (A-STEP runs)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     astep_convert.add_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     output = args.output or f"{os.path.splitext(args.apx)[0]}.{args.format}"
+    if output != "-" and os.path.exists(output) and not args.force:
+        raise ApxHilError(f"{output} exists; use --force to overwrite it")
     header = read_header(args.apx)
     if is_astep(header):
-        if output != "-" and os.path.exists(output) and not args.force:
-            raise ApxHilError(f"{output} exists; use --force to overwrite it")
         count = astep_convert.convert(args, header, output)
         if output != "-":
             unit = "bytes" if args.format == "bin" else "rows"
@@ -51,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "bin":
         raise ApxHilError("--format bin is for A-STEP runs (readout_uid 4100) only")
     chunks = (chunk.hits for chunk in iter_hit_chunks(args.apx))
-    if args.format == "npy":
+    if args.format in TABLE_WRITERS:
+        if output == "-":
+            raise ApxHilError(f"--format {args.format} writes a file, not stdout: give -o")
+        count = TABLE_WRITERS[args.format](output, chunks, header)
+    elif args.format == "npy":
         hits = np.concatenate([*chunks, np.empty(0, dtype=HIT_DTYPE)])
         np.save(sys.stdout.buffer if output == "-" else output, hits)
         count = len(hits)

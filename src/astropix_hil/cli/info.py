@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("apx", help="input .apx file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--header", action="store_true", help="also print the JSON header")
+    parser.add_argument("--pixels", action="store_true",
+                        help="also print a text hit map per chip (row 0 at the bottom)")
     parser.set_defaults(run=run)
 
 
@@ -81,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
     if args.header:
         summary["header"] = read_header(args.apx)
     if args.json:
+        if args.pixels:
+            from ..monitor import accumulate_file
+
+            acc = accumulate_file(args.apx)
+            summary["pixels"] = {str(chip): acc.hitmap[chip].tolist() for chip in acc.chips}
         print(json.dumps(summary, indent=2))
         return 0
     print(f"file            {summary['file']} ({summary['size_bytes']} bytes)")
@@ -103,4 +110,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"header keys     {', '.join(summary['header_keys'])}")
     if args.header:
         print(json.dumps(summary["header"], indent=2))
+    if args.pixels:
+        print("\n".join(_pixels(args.apx)))
     return 0
+
+
+def _pixels(path: str) -> list[str]:
+    from ..monitor import accumulate_file
+    from ..monitor.textmap import text_hitmaps
+
+    acc = accumulate_file(path)
+    return text_hitmaps(acc.hitmap, acc.chips)
