@@ -47,7 +47,7 @@ def emulated_link(seed: int = 11, rate: str = "20000") -> NexysLink:
     port = serial.serial_for_url(f"apxemu://?seed={seed}&mode=poisson&rate={rate}",
                                  timeout=0.05)
     port.board = VirtualBoard.from_options(seed=seed, mode="poisson", rate=rate,
-                                           clock=FakeClock(), pull_interval=0)
+                                           clock=FakeClock(), pull_interval=0, truth=True)
     return NexysLink(port)
 
 

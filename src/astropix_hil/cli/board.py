@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 
 from ..boards.nexys.board import VirtualBoard
 from ..boards.nexys.replay import ReplayBoard
@@ -15,6 +16,7 @@ from ..bulk import decode_readouts
 from ..fileio import apx_open
 from ..fmt import AstroPix4Readout
 from ..hitcsv import write_hits_csv
+from ..outputfile import atomic_output
 
 
 def _option(text: str) -> tuple[str, str]:
@@ -48,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--speed", type=float, default=1.0,
                         help="with --replay: speed-up of the recorded pace ('inf': as fast "
                              "as the DAQ asks; default 1)")
-    parser.add_argument("--truth", help="write the true hits of the reads served to this CSV")
+    parser.add_argument("--truth", help="write the true hits of the reads served to this CSV "
+                                        "(streamed as reads are served: flat memory)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --truth")
     parser.add_argument("--duration", type=float, help="stop after S seconds")
     parser.add_argument("--json", action="store_true", help="print statistics as JSON")
     parser.set_defaults(run=run)
@@ -81,26 +85,33 @@ def write_replay_truth(board: ReplayBoard, path: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.replay:
-        board = replay_board(args)
-    else:
-        board = VirtualBoard.from_options(seed=args.seed, **board_options(args))
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with PtyServer(board) as server:
-            print(server.path, flush=True)
-            server.serve(stop, args.duration)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if args.replay:
-        hits = write_replay_truth(board, args.truth) if args.truth else None
-        exact = True
-    else:
-        hits = board.write_truth_csv(args.truth) if args.truth else None
-        exact = board.truth_exact
+    with ExitStack() as outputs:
+        truth = (outputs.enter_context(atomic_output(args.truth, args.force,
+                                                     inputs=[args.replay] if args.replay
+                                                     else []))
+                 if args.truth else None)
+        if args.replay:
+            board = replay_board(args)
+        else:
+            board = VirtualBoard.from_options(seed=args.seed, truth=truth,
+                                              **board_options(args))
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with PtyServer(board) as server:
+                print(server.path, flush=True)
+                server.serve(stop, args.duration, on_idle=getattr(board, "advance", None))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if args.replay:
+            hits = write_replay_truth(board, truth) if truth else None
+            exact = True
+        else:
+            count = board.close_truth()
+            hits = count if truth else None
+            exact = board.truth_exact
     summary = {"truth_file": args.truth, "truth_hits": hits, "truth_exact": exact,
                **board.stats.as_dict()}
     if args.json:
