@@ -309,14 +309,41 @@ class VirtualBoard(NexysRegisters):
 
     # -- the chip feeding the FIFO -----------------------------------------------------------
 
+    def advance(self) -> None:
+        """Move the chip up to now while nobody asks (a server's idle hook), and draw its next
+        window ahead: the next request then finds no backlog to generate and is answered at
+        once, however long the board was idle."""
+        self._pull()
+        self.chip.prefetch()
+
     def _pull(self) -> None:
         """Move the chip's frames completed by now into the read FIFO."""
         now = self.clock()
         if now < self._next_pull:
             return
         self._next_pull = now + self._pull_every
-        for layout in self.chip.take_until(now - self._t0):
-            self._accept(layout)
+        chip_now = now - self._t0
+        while True:
+            if self._config & RESETS_READ_FIFO or self._fifo_full():
+                # Every frame would be dropped: whole windows are counted, not generated.
+                self._count_lost(*self.chip.skip_until(chip_now))
+            # A window at a time: the FIFO may fill up during a long backlog.
+            for layout in self.chip.take_until(chip_now, windows=1):
+                self._accept(layout)
+            if not self.chip.behind(chip_now):
+                return
+
+    def _count_lost(self, hits: int, frames: int, nbytes: int) -> None:
+        """Account for frames the FIFO could not take (full, or held in reset)."""
+        stats = self.stats
+        stats.hits_generated += hits
+        if self._config & RESETS_READ_FIFO:
+            stats.discarded_frames += frames
+            stats.discarded_hits += hits
+        else:
+            stats.fifo_overflow_frames += frames
+            stats.fifo_overflow_bytes += nbytes
+            stats.fifo_overflow_hits += hits
 
     def _accept(self, layout: Layout) -> None:
         hits = len(layout.hits)
