@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 DEFAULT_FIFO_SIZE = 16384
 #: Default pull interval of boards made from options (real-time use: pty, apxemu://), s.
 REALTIME_PULL_INTERVAL = 0.001
+#: Hits per chip window of boards made from options (the bulk emulator draws 65536 at once).
+#: A window is drawn in one go, ~1 us per hit: small windows keep every reply (and every idle
+#: step of the pty server) within a few ms, at a few numpy calls per window.
+REALTIME_CHUNK_HITS = 8192
 #: The smallest frame (a lone hit): below this much free space the FIFO reports itself full.
 MIN_FRAME_BYTES = 16
 _I8 = np.empty(0, dtype=np.int64)
@@ -252,11 +256,11 @@ class VirtualBoard(NexysRegisters):
         ``apxemu://?seed=1&rate=1000``): ``seed``, ``fifo_size``, ``pull_interval`` (s, default
         1 ms), ``truth`` (see the class) and any option of
         :meth:`astropix_hil.emulator.EmulatorConfig.build` (``mode``, ``rate``, ``anomalies``,
-        ``chips``, ...). Bad options raise :class:`~astropix_hil.errors.EmulatorConfigError`
-        (a ValueError) naming them."""
+        ``chips``, ``chunk_hits`` (default :data:`REALTIME_CHUNK_HITS`), ...). Bad options
+        raise :class:`~astropix_hil.errors.EmulatorConfigError` (a ValueError) naming them."""
         seed_value = _integer("seed", seed)
         size = _integer("fifo_size", fifo_size)
-        config = EmulatorConfig.from_strings(options)
+        config = EmulatorConfig.from_strings({"chunk_hits": REALTIME_CHUNK_HITS, **options})
         try:
             every = float(pull_interval)
         except ValueError:
