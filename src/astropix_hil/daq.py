@@ -48,9 +48,10 @@ log = logging.getLogger(__name__)
 #: count current and the last batch of a run short).
 HIT_COUNT_INTERVAL = 0.2
 #: Most readouts taken from the board before they are written and multicast (a batch also
-#: ends when the board has nothing more). Small enough that monitors see readouts promptly,
-#: large enough that one ``os.write`` per batch costs nothing next to the link.
-BATCH_READOUTS = 64
+#: ends when the board has nothing more). One ``os.write`` per batch costs nothing next to
+#: the link; larger batches send in bursts that measurably slowed the pty link (the monitor
+#: woke up all at once while the DAQ waited for the board).
+BATCH_READOUTS = 8
 #: Seconds between retries while the disk refuses writes (at most; ``sync_interval`` if less).
 DISK_RETRY_INTERVAL = 0.1
 
