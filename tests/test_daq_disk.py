@@ -124,3 +124,14 @@ def test_every_readout_is_in_the_file_before_it_is_multicast(tmp_path):
     assert len(sender.sizes) == 600
     for readout_id, size in sender.sizes:
         assert size >= ends[readout_id], f"readout {readout_id} sent before it was written"
+
+
+def test_a_disk_too_full_for_the_header_fails_naming_the_file_and_leaves_none(tmp_path,
+                                                                             monkeypatch,
+                                                                             capsys):
+    monkeypatch.setattr(os, "write", FullDisk(tmp_path, capacity=10))
+    out = tmp_path / "run.apx"
+    assert main(["daq", "--readouts", "5", "--out", str(out), "--no-multicast"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "Errno 28" in err[0]
+    assert not out.exists()

@@ -153,3 +153,10 @@ def test_a_daq_with_a_bad_ttl_leaves_no_file_behind(tmp_path):
     except SystemExit:
         pass  # refused as a usage error: fine too
     assert not out.exists()
+
+
+def test_an_output_in_a_missing_directory_is_named_as_given(tmp_path, apx, capsys):
+    output = tmp_path / "no" / "such" / "run.csv"
+    assert main(["convert", str(apx), "-o", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert f"{output}: cannot write here" in err and ".part" not in err

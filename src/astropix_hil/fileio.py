@@ -186,7 +186,7 @@ class ApxWriter:
         self._ends.append((len(head), 0))
         try:
             self.flush()
-        except BaseException:
+        except BaseException as exc:
             # Not even the header fits: leave no empty or headless file behind.
             os.close(self._fd)
             self._fd = None
@@ -194,6 +194,8 @@ class ApxWriter:
                 os.unlink(self.path)
             except OSError:
                 pass
+            if isinstance(exc, OSError) and exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, self.path) from exc
             raise
 
     def write(self, readout: AstroPix4Readout | bytes) -> int:

@@ -60,6 +60,8 @@ def atomic_output(path: str | os.PathLike, force: bool = False, *,
             os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write here: {exc.strerror}") from None
         temporary = candidate
         break
     else:
