@@ -141,3 +141,12 @@ def test_the_pty_server_calls_the_idle_hook_while_nobody_asks():
     with PtyServer(board) as server:
         server.serve(stop, duration=30, on_idle=board.advance)
     assert board.idle == 3
+
+
+def test_board_command_advances_the_chip_while_idle(monkeypatch):
+    from astropix_hil.cli import main
+
+    calls = []
+    monkeypatch.setattr(VirtualBoard, "advance", lambda self: calls.append(self))
+    assert main(["board", "--pty", "--duration", "0.3"]) == 0
+    assert calls and all(isinstance(board, VirtualBoard) for board in calls)
