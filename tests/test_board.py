@@ -34,7 +34,7 @@ class FakeClock:
 def board(clock: FakeClock, seed: int = 1, **options) -> VirtualBoard:
     options.setdefault("mode", "poisson")
     options.setdefault("rate", 2000)
-    return VirtualBoard.from_options(seed=seed, clock=clock, **options)
+    return VirtualBoard.from_options(seed=seed, clock=clock, truth=True, **options)
 
 
 def status(b: VirtualBoard) -> int:
@@ -284,7 +284,7 @@ def test_from_options_takes_url_strings_and_names_bad_ones():
 def test_board_made_from_a_chip_stream_object():
     clock = FakeClock()
     chip = ChipStream(EmulatorConfig.build(mode="poisson", rate=5000, chip_ids=[4, 9]), seed=2)
-    b = VirtualBoard(chip, fifo_size=8192, clock=clock)
+    b = VirtualBoard(chip, fifo_size=8192, clock=clock, truth=True)
     reads = []
     for _ in range(20):
         clock.now += MS

@@ -32,7 +32,7 @@ class BoardMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.fifo_size = config.read_size * fifo_reads
         self.board = VirtualBoard(ChipStream(config, seed), fifo_size=self.fifo_size,
-                                  clock=self.clock)
+                                  clock=self.clock, truth=True)
         self.read_size = config.read_size
         self.reads: list[bytes] = []
         self.sent_requests = 0

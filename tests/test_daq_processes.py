@@ -168,3 +168,27 @@ def test_sigterm_stops_the_daq_cleanly_with_every_readout_in_a_closed_file(ns, t
         warnings.simplefilter("error")  # a closed file: no truncated readout at its end
         with apx_open(out) as reader:
             assert len(list(reader)) == summary["readouts"] == summary["written"]
+
+
+def test_sigkill_of_the_daq_loses_nothing_a_monitor_saw(ns, tmp_path):
+    # The file before the network: whatever a monitor received, the killed DAQ's file holds.
+    out, seen = tmp_path / "run.apx", tmp_path / "seen.csv"
+    recv = start_recv(ns, "--csv", str(seen))
+    daq = ns.apx_hil("daq", "--port", "apxemu://?seed=3&mode=poisson&rate=50000",
+                     "--duration", "60", "--out", str(out), "--progress-interval", "0.5",
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = Lines(daq)
+    lines.wait_for(r"readouts [1-9]\d{3,}")  # well under way, with batches in flight
+    daq.send_signal(signal.SIGKILL)
+    daq.wait(timeout=TIMEOUT)
+    recv_out, recv_err = recv.communicate(timeout=TIMEOUT)
+    assert recv.returncode == 0, recv_err
+    monitor = json.loads(recv_out.splitlines()[-1])
+    assert monitor["totals"]["readouts_received"] > 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the batch being written may be cut: that is fine
+        in_file = {tuple(row) for row in read_hits(out).tolist()}
+    _, monitored = read_hits_csv(seen)
+    assert len(monitored) > 1000
+    missing = [row for row in monitored.tolist() if tuple(row) not in in_file]
+    assert not missing, f"{len(missing)} hits a monitor saw are not in the file"

@@ -38,7 +38,8 @@ def emulated_port(url: str = "apxemu://?seed=7&mode=poisson&rate=20000", *,
     port = serial.serial_for_url(url, timeout=timeout)
     if clock is not None:
         options, _ = astropix_hil.urlhandler.protocol_apxemu.parse_url(url)
-        port.board = VirtualBoard.from_options(clock=clock, pull_interval=0, **options)
+        port.board = VirtualBoard.from_options(clock=clock, pull_interval=0, truth=True,
+                                               **options)
     return port
 
 
@@ -240,7 +241,7 @@ class FakeFifoDevice:
 def test_ftdi_fifo_backend_above_the_usb_calls_reads_the_board_truth():
     clock = FakeClock()
     board = VirtualBoard.from_options(seed=9, mode="poisson", rate="20000", clock=clock,
-                                      pull_interval=0)
+                                      pull_interval=0, truth=True)
     device = FakeFifoDevice(board)
     port = FifoSerial("ftdififo://ftdi:2232h/1", timeout=0.05, device=device)
     link = NexysLink(port)

@@ -5,9 +5,15 @@ One loop, one thread: poll the board through a
 each readout with a run-local id (consecutive from 0) and the host time in ns; append it to the
 run file; hand it to the multicast sender. The file is the priority:
 
-* written readouts reach the operating system (safe from a crash or SIGKILL of the DAQ) and the
-  disk (safe from power loss) at least every ``sync_interval`` seconds; a refused write (disk
-  full, I/O error) is counted and retried with nothing lost, up to a bounded backlog;
+* readouts are taken in batches (until the board is empty, or :data:`BATCH_READOUTS`); each
+  batch is handed to the operating system (one ``os.write``: safe from a crash or SIGKILL of
+  the DAQ) before any readout of it goes to the sender, so a monitor never holds a readout the
+  file could lose; the file reaches the disk (safe from power loss) at least every
+  ``sync_interval`` seconds;
+* a refused write (disk full, I/O error) is counted and retried with nothing lost, up to a
+  bounded backlog; readouts wait for the file before they are multicast. A run that ends with
+  readouts the disk never took ends with an error naming the file and the errno, and a file
+  cut after its last whole readout (``written`` readouts exactly);
 * the sender never blocks the loop and never raises into it: datagrams it could not send are
   counted by the sender and reported.
 
@@ -17,10 +23,13 @@ The progress callback gets a :class:`Progress` snapshot every ``progress_interva
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -38,6 +47,13 @@ log = logging.getLogger(__name__)
 #: Seconds between hand-overs of readouts to the hit-counting thread (small batches keep the
 #: count current and the last batch of a run short).
 HIT_COUNT_INTERVAL = 0.2
+#: Most readouts taken from the board before they are written and multicast (a batch also
+#: ends when the board has nothing more). One ``os.write`` per batch costs nothing next to
+#: the link; larger batches send in bursts that measurably slowed the pty link (the monitor
+#: woke up all at once while the DAQ waited for the board).
+BATCH_READOUTS = 8
+#: Seconds between retries while the disk refuses writes (at most; ``sync_interval`` if less).
+DISK_RETRY_INTERVAL = 0.1
 
 
 class ReadoutSender(Protocol):
@@ -49,6 +65,17 @@ class ReadoutSender(Protocol):
 
 class DiskBacklogError(ApxHilError, OSError):
     """The run file refused writes for so long that the unwritten backlog hit its bound."""
+
+    #: Bytes waiting for the disk when the run stopped.
+    pending: int = 0
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``ENOSPC (errno 28): No space left on device``: the errno by name and number."""
+    if exc.errno is None:
+        return str(exc)
+    name = errno.errorcode.get(exc.errno, "errno")
+    return f"{name} (errno {exc.errno}): {exc.strerror or os.strerror(exc.errno)}"
 
 
 @dataclass
@@ -174,6 +201,11 @@ class DaqRun:
         self.stage_s = dict.fromkeys(("link", "file", "multicast", "hits", "idle"), 0.0)
         self._extra: bytes | None = None
         self._last_progress = (self._start, 0, 0, 0)
+        # Readouts given to the writer but not yet to the sender (the file goes first).
+        self._unsent: deque[AstroPix4Readout] = deque()
+        self._sent = 0  # readouts handed to the sender
+        self._disk_error: OSError | None = None  # the last refusal, while it lasts
+        self._retry_at = 0.0
 
     def stop(self) -> None:
         """Ask the loop to end after the readout in hand (safe from a signal handler)."""
@@ -193,6 +225,7 @@ class DaqRun:
         next_count = now + HIT_COUNT_INTERVAL
         deadline = None if opts.duration is None else now + opts.duration
         stopped_by, error = "stop", None
+        backlog: int | None = None
         try:
             while not self.stop_event.is_set():
                 if opts.readouts is not None and self.readouts >= opts.readouts:
@@ -217,45 +250,95 @@ class DaqRun:
                 after = time.perf_counter()
                 self.stage_s["link"] += after - before
                 if data is None:
+                    self._release()
                     if opts.idle_sleep:
                         time.sleep(opts.idle_sleep)
                         self.stage_s["idle"] += time.perf_counter() - after
                     continue
                 self._take(data, after)
+                if len(self._unsent) >= BATCH_READOUTS:
+                    self._release()
+        except DiskBacklogError as exc:
+            stopped_by, error = "error", str(exc)
+            backlog = exc.pending
         except ApxHilError as exc:
             stopped_by, error = "error", str(exc)
             log.error("DAQ stopped: %s", exc)
         finally:
-            self._finish()
+            final_error = self._finish()
+        if final_error is not None:
+            # It holds the final count: it replaces the error that stopped the run, if any.
+            error = final_error + ("" if backlog is None else
+                                   f" (the run stopped when {backlog} bytes were waiting)")
         return DaqResult(self._progress(), stopped_by, error)
 
     def _take(self, data: bytes, start: float) -> None:
         readout = self.make_readout(data, self.readouts, self.clock_ns())
         self.writer.write(readout)
-        written = time.perf_counter()
-        self.stage_s["file"] += written - start
-        if self.sender is not None:
-            self.sender.send_readout(readout)
-            self.stage_s["multicast"] += time.perf_counter() - written
+        self._unsent.append(readout)
+        self.stage_s["file"] += time.perf_counter() - start
         if self.options.count_hits:
             self._batch.append(readout)
         self.readouts += 1
         self.data_bytes += len(readout.data())
-        if self.writer.pending_bytes > self.options.max_backlog_bytes:
-            self._sync()
+
+    def _release(self, force: bool = False) -> None:
+        """Hand the batch to the operating system, then multicast what the file holds.
+
+        While the disk refuses writes, retries wait :data:`DISK_RETRY_INTERVAL` (unless
+        ``force``) and nothing new is multicast; past ``max_backlog_bytes`` unwritten the run
+        stops with :class:`DiskBacklogError`.
+        """
+        start = time.perf_counter()
+        writer = self.writer
+        if writer.pending_bytes and (force or self._disk_error is None
+                                     or time.monotonic() >= self._retry_at):
+            try:
+                writer.flush()
+            except OSError as exc:
+                self._refused(exc)
+            else:
+                if self._disk_error is not None:
+                    log.warning("%s: the disk takes writes again; nothing was lost",
+                                writer.path)
+                    self._disk_error = None
+        written = time.perf_counter()
+        self.stage_s["file"] += written - start
+        # Only readouts the file holds go out: a killed DAQ loses nothing a monitor saw.
+        flushed, unsent = writer.readouts_flushed, self._unsent
+        if self.sender is None:
+            self._sent = flushed
+            unsent.clear()
+        else:
+            while unsent and self._sent < flushed:
+                self.sender.send_readout(unsent.popleft())
+                self._sent += 1
+            self.stage_s["multicast"] += time.perf_counter() - written
+        if self._disk_error is not None and writer.pending_bytes > self.options.max_backlog_bytes:
+            error = DiskBacklogError(
+                f"{writer.path}: the disk refused writes ({describe_os_error(self._disk_error)}) "
+                f"until {writer.pending_bytes} bytes were pending; {flushed} readouts written")
+            error.pending = writer.pending_bytes
+            raise error
+
+    def _refused(self, exc: OSError) -> None:
+        self.disk_errors += 1
+        if self._disk_error is None:
+            log.warning("%s: write refused (%s); readouts are kept in memory (up to %d "
+                        "bytes) and retried", self.writer.path, describe_os_error(exc),
+                        self.options.max_backlog_bytes)
+        self._disk_error = exc
+        self._retry_at = time.monotonic() + min(DISK_RETRY_INTERVAL, self.options.sync_interval)
 
     def _sync(self) -> None:
+        self._release()
+        if self._disk_error is not None:
+            return  # retried by _release; fsync has nothing new to make durable
         start = time.perf_counter()
         try:
-            self.writer.sync()
+            os.fsync(self.writer.fileno())
         except OSError as exc:
-            self.disk_errors += 1
-            log.warning("%s: write failed (%s); %d bytes kept for retry", self.writer.path,
-                        exc, self.writer.pending_bytes)
-            if self.writer.pending_bytes > self.options.max_backlog_bytes:
-                raise DiskBacklogError(
-                    f"{self.writer.path}: disk refused writes until {self.writer.pending_bytes} "
-                    f"bytes were pending (last error: {exc})") from exc
+            self._refused(exc)
         finally:
             self.stage_s["file"] += time.perf_counter() - start
 
@@ -312,34 +395,40 @@ class DaqRun:
             stage_s={name: round(seconds, 6) for name, seconds in self.stage_s.items()})
 
     def _report(self) -> None:
-        # Flush first: "written" must only count readouts that are safe from a crash.
-        try:
-            self.writer.flush()
-        except OSError as exc:
-            self.disk_errors += 1
-            log.warning("%s: write failed (%s)", self.writer.path, exc)
+        # "written" only counts readouts handed to the OS: those of the batches released.
         progress = self._progress()
         self._last_progress = (time.monotonic(), self.readouts, self.hits, self.data_bytes)
         if self.on_progress is not None:
             self.on_progress(progress)
 
-    def _finish(self) -> None:
+    def _finish(self) -> str | None:
+        """Store what is left, close everything; the error if the file could not take it all."""
         # Readouts the link already took from the board are data: store them too.
         for data in self.link.take_pending():
             self._take(data, time.perf_counter())
         self._count_hits(final=True)
+        writer, error = self.writer, None
         try:
             try:
-                self.writer.sync()
+                self._release(force=True)
+            except DiskBacklogError:
+                pass  # reported below, with the final count
+            try:
+                if self._disk_error is None:
+                    writer.sync()
             except OSError as exc:
-                self.disk_errors += 1
-                log.error("%s: final write failed: %s (%d bytes not written)",
-                          self.writer.path, exc, self.writer.pending_bytes)
+                self._refused(exc)
         finally:
             try:
-                self.writer.close()
-            except OSError:
-                pass
+                writer.close()
+            except OSError as exc:
+                if self._disk_error is None:
+                    self._refused(exc)
+            self._unsent.clear()  # never multicast what the file does not hold
+            if self._disk_error is not None:
+                unwritten = self.readouts - writer.readouts_flushed
+                error = (f"{writer.path}: write failed: {describe_os_error(self._disk_error)}; "
+                         f"{writer.readouts_flushed} readouts written, {unwritten} not written")
             self.link.close()
             if self.sender is not None:
                 if self.options.linger > 0:
@@ -347,3 +436,4 @@ class DaqRun:
                 self.sender.close()
         if self.on_progress is not None:
             self.on_progress(self._progress())
+        return error

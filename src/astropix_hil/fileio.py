@@ -170,6 +170,11 @@ class ApxWriter:
     disk. If the operating system refuses a write (disk full, I/O error), :meth:`flush` raises
     and keeps every byte it could not write, so a later flush retries without loss or
     duplication. The DAQ decides how often to flush and sync.
+
+    If bytes are still unwritten when the file is closed, :meth:`close` cuts the file after its
+    last whole readout (a refused write may have left part of one) and raises: the file then
+    holds exactly :attr:`readouts_flushed` readouts. If even the header cannot be written, the
+    constructor removes the file it created and raises.
     """
 
     def __init__(self, path: str | os.PathLike, header: Mapping[str, Any] | None = None) -> None:
@@ -186,7 +191,22 @@ class ApxWriter:
         self.readouts_flushed = 0
         self._ends: deque[tuple[int, int]] = deque()  # (byte end, readout count) not flushed
         self.bytes_written = len(head)
-        self.flush()
+        #: File offset after the last whole readout (or the header) handed to the OS.
+        self.whole_end = 0
+        self._ends.append((len(head), 0))
+        try:
+            self.flush()
+        except BaseException as exc:
+            # Not even the header fits: leave no empty or headless file behind.
+            os.close(self._fd)
+            self._fd = None
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            if isinstance(exc, OSError) and exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, self.path) from exc
+            raise
 
     def write(self, readout: AstroPix4Readout | bytes) -> int:
         """Buffer a readout, or bytes holding whole serialized readouts (e.g. a slice of another
@@ -224,12 +244,18 @@ class ApxWriter:
             del self._pending[:done]
             self.bytes_flushed += done
             while self._ends and self._ends[0][0] <= self.bytes_flushed:
-                self.readouts_flushed = self._ends.popleft()[1]
+                self.whole_end, self.readouts_flushed = self._ends.popleft()
 
     def sync(self) -> None:
         """Flush, and wait until the file's bytes are on the disk."""
         self.flush()
         os.fsync(self._fd)
+
+    def fileno(self) -> int:
+        """The file descriptor (raises ValueError once closed)."""
+        if self._fd is None:
+            raise ValueError(f"{self.path}: the file is closed")
+        return self._fd
 
     @property
     def closed(self) -> bool:
@@ -237,11 +263,24 @@ class ApxWriter:
         return self._fd is None
 
     def close(self) -> None:
-        """Flush and close the file (closing even if the flush fails)."""
+        """Flush and close the file (closing even if the flush fails).
+
+        If the flush fails, the file is cut after its last whole readout before the error
+        is raised, so that it holds exactly :attr:`readouts_flushed` readouts.
+        """
         if self._fd is None:
             return
         try:
             self.flush()
+        except OSError:
+            if self.bytes_flushed > self.whole_end:
+                try:
+                    os.ftruncate(self._fd, self.whole_end)  # shrinking needs no free space
+                except OSError:
+                    pass
+                else:
+                    self.bytes_flushed = self.whole_end
+            raise
         finally:
             os.close(self._fd)
             self._fd = None

@@ -56,8 +56,15 @@ def convert(args: argparse.Namespace, header: dict, output: str) -> int:
         hits, dtype = match_rows_columns(hits, tuple(args.ts_window),
                                          tuple(args.tot_window)), MATCHED_DTYPE
     if args.format == "npy":
-        np.save(sys.stdout.buffer if output == "-" else output, hits)
+        if output == "-":
+            np.save(sys.stdout.buffer, hits)
+        else:
+            with open(output, "wb") as stream:  # a path would get .npy appended
+                np.save(stream, hits)
         return len(hits)
+    if args.format != "csv":
+        raise ApxHilError(f"--format {args.format} is not available for A-STEP runs "
+                          "(csv, npy or bin)")
     if output == "-":
         return write_astep_csv(sys.stdout, [hits], header, dtype)
     with open(output, "w", encoding="utf-8", newline="") as stream:

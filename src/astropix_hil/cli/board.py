@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 
 from ..boards.astep.daqsetup import add_board_options as add_astep_board_options
 from ..boards.astep.daqsetup import make_board as make_astep_board
@@ -18,6 +19,7 @@ from ..errors import ApxHilError
 from ..fileio import apx_open
 from ..fmt import AstroPix4Readout
 from ..hitcsv import write_hits_csv
+from ..outputfile import atomic_output
 from .argtypes import non_negative_float, positive_float, seed, speed_factor
 
 
@@ -65,7 +67,9 @@ def add_board_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=speed_factor, default=1.0,
                         help="with --replay: speed-up of the recorded pace ('inf': as fast "
                              "as the DAQ asks; default 1)")
-    parser.add_argument("--truth", help="write the true hits of the reads served to this CSV")
+    parser.add_argument("--truth", help="write the true hits of the reads served to this CSV "
+                                        "(streamed as reads are served: flat memory)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --truth")
     add_astep_board_options(parser)
 
 
@@ -95,41 +99,56 @@ def write_replay_truth(board: ReplayBoard, path: str) -> int:
         return write_hits_csv(stream, [decode_readouts(served).hits])
 
 
-def make_board(args: argparse.Namespace):
-    """The board the options of :func:`add_board_options` describe."""
+def open_truth(args: argparse.Namespace, outputs: ExitStack) -> str | None:
+    """Where to write the truth of ``--truth``: a temporary name beside it, renamed when the
+    board stops."""
+    if not args.truth:
+        return None
+    inputs = [args.replay] if args.replay else []
+    return outputs.enter_context(atomic_output(args.truth, args.force, inputs=inputs))
+
+
+def make_board(args: argparse.Namespace, truth: str | None = None):
+    """The board the options of :func:`add_board_options` describe; a Nexys virtual board
+    streams its truth to ``truth`` as reads are served."""
     if args.profile == "astep":
         if args.replay:
             raise ApxHilError("--replay is for the nexys profile only")
         return make_astep_board(args)
     if args.replay:
         return replay_board(args)
-    return VirtualBoard.from_options(seed=args.seed, **board_options(args))
+    return VirtualBoard.from_options(seed=args.seed, truth=truth, **board_options(args))
 
 
-def finish_board(board, args: argparse.Namespace) -> dict:
-    """Write the truth file if asked; the board's summary (truth and statistics)."""
+def finish_board(board, args: argparse.Namespace, truth: str | None) -> dict:
+    """Complete the truth (if asked); the board's summary (truth and statistics)."""
     if isinstance(board, ReplayBoard):
-        hits = write_replay_truth(board, args.truth) if args.truth else None
+        hits = write_replay_truth(board, truth) if truth else None
+    elif isinstance(board, VirtualBoard):
+        count = board.close_truth()
+        hits = count if truth else None
     else:
-        hits = board.write_truth_csv(args.truth) if args.truth else None
+        hits = board.write_truth_csv(truth) if truth else None
     exact = getattr(board, "truth_exact", True)
     return {"truth_file": args.truth, "truth_hits": hits, "truth_exact": exact,
             **board.stats.as_dict()}
 
 
 def run(args: argparse.Namespace) -> int:
-    board = make_board(args)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with PtyServer(board) as server:
-            print(server.path, flush=True)
-            server.serve(stop, args.duration)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    summary = finish_board(board, args)
+    with ExitStack() as outputs:
+        truth = open_truth(args, outputs)
+        board = make_board(args, truth)
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with PtyServer(board) as server:
+                print(server.path, flush=True)
+                server.serve(stop, args.duration, on_idle=getattr(board, "advance", None))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        summary = finish_board(board, args, truth)
     if args.json:
         print(json.dumps(summary), flush=True)
     else:

@@ -20,6 +20,7 @@ from ..boards.nexys.link import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, open_li
 from ..daq import DaqOptions, DaqRun, Progress, run_header
 from ..errors import ApxHilError
 from ..fileio import ApxWriter
+from ..outputfile import check_output
 from ..yamlfile import read_yaml
 from .argtypes import non_negative_float, positive_float, positive_int, ttl
 
@@ -134,8 +135,8 @@ def _make_sender(args: argparse.Namespace, header: dict[str, Any]):
 
 def run(args: argparse.Namespace) -> int:
     out = args.out or time.strftime("apx_%Y%m%d_%H%M%S.apx", time.gmtime())
-    if os.path.exists(out) and not args.force:
-        raise ApxHilError(f"{out} exists; use --force to overwrite it")
+    # Written in place, not renamed at the end: every readout must survive a crash of the DAQ.
+    check_output(out, force=args.force, inputs=[args.config] if args.config else [])
     configuration = read_config(args.config) if args.config else None
     astep = args.profile == "astep"
     args.port = args.port or (ASTEP_DEFAULT_PORT if astep else DEFAULT_PORT)
@@ -160,9 +161,9 @@ def run(args: argparse.Namespace) -> int:
             # Heartbeats carry the file's own header: a late monitor knows exactly the run.
             sender = _make_sender(args, writer.header)
         except BaseException:
-            # Nothing was recorded: a header-only file would only block the retry.
+            # No run, no file: a header-only .apx would only block the retry.
             writer.close()
-            os.remove(out)
+            os.unlink(out)
             raise
     except BaseException:
         link.close()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from contextlib import ExitStack
 
 from .. import __version__
 from ..emulator import Anomalies, Emulator, EmulatorConfig, TotDistribution, write_run
 from ..emulator.config import MODES
 from ..errors import EmulatorConfigError
+from ..outputfile import OutputError, atomic_output, same_file
 from .argtypes import (
     non_negative_float,
     non_negative_int,
@@ -140,20 +141,20 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    for path in (args.out, args.truth):
-        if path and os.path.exists(path) and not args.force:
-            print(f"apx-hil emulate: error: {path} exists (use --force to overwrite)",
-                  file=sys.stderr)
-            return 1
+    if args.truth and same_file(args.truth, args.out):
+        raise OutputError(f"--out and --truth are one file ({args.out}); give two names")
     emulator = Emulator(config, args.seed)
     header = {"emulator": {"version": __version__, "seed": args.seed,
                            "config": config.describe()}}
     runs = emulator.runs(readouts=args.readouts, duration=args.duration)
-    if args.truth:
-        with open(args.truth, "w", encoding="utf-8", newline="") as truth:
-            summary = write_run(args.out, runs, header, truth)
-    else:
-        summary = write_run(args.out, runs, header)
+    with ExitStack() as outputs:
+        out = outputs.enter_context(atomic_output(args.out, args.force))
+        if args.truth:
+            truth_path = outputs.enter_context(atomic_output(args.truth, args.force))
+            truth = outputs.enter_context(open(truth_path, "w", encoding="utf-8", newline=""))
+            summary = write_run(out, runs, header, truth)
+        else:
+            summary = write_run(out, runs, header)
     print(f"{summary.readouts} readouts written to {args.out}; {summary.hits} hits in the "
           f"truth{f' ({args.truth})' if args.truth else ''}; {summary.truncated} truncated "
           f"and {summary.split_lost} split hits dropped", file=sys.stderr)

@@ -8,6 +8,7 @@ import sys
 import warnings
 
 from ..legacy import import_log
+from ..outputfile import atomic_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,16 +19,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "readout_id and the timestamp is 0.")
     parser.add_argument("log", help="input .log file")
     parser.add_argument("-o", "--output", help="output .apx (default: the input with .apx)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     output = args.output or f"{os.path.splitext(args.log)[0]}.apx"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), \
+            atomic_output(output, args.force, inputs=[args.log]) as temporary:
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *rest: print(f"warning: {message}",
                                                             file=sys.stderr)
-        result = import_log(args.log, output)
+        result = import_log(args.log, temporary)
     print(f"{result.readouts} readouts written to {output}"
           + (f", {result.skipped} unreadable skipped" if result.skipped else ""),
           file=sys.stderr)

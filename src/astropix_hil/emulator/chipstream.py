@@ -16,7 +16,7 @@ import numpy as np
 
 from ..fmt import CLOCK_CYCLES_PER_US, HIT_DTYPE
 from .config import EmulatorConfig
-from .layout import Layout, apply_start_like, lay_out
+from .layout import LONE_FRAME_BYTES, Layout, apply_start_like, lay_out
 from .timestamps import edges
 
 #: Window length when the chain makes no hits at all (rate 0).
@@ -54,6 +54,8 @@ class ChipStream:
         self._current: Layout | None = None
         self._current_end = 0
         self._taken = 0
+        # The next window, drawn ahead of time by prefetch().
+        self._ahead: tuple[Layout, int, int] | None = None
 
     def window(self, index: int) -> tuple[int, int]:
         """Chip time span ``[t0, t1)`` in ns of window ``index``."""
@@ -61,6 +63,10 @@ class ChipStream:
 
     def next_layout(self) -> tuple[Layout, int, int]:
         """The next window's layout and its span ``(t0, t1)``."""
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            self._next_window += 1
+            return ahead
         t0, t1 = self.window(self._next_window)
         self._next_window += 1
         hits, times = self._hits(t0, t1)
@@ -76,13 +82,56 @@ class ChipStream:
         while True:
             yield self.next_layout()
 
-    def take_until(self, t_ns: int) -> list[Layout]:
-        """The frames complete at or before chip time ``t_ns`` not taken yet, in order."""
+    def prefetch(self) -> None:
+        """Draw the next window now (e.g. while a board is idle), so that the call that needs
+        it finds it ready. Changes no output: windows do not depend on when they are drawn."""
+        if self._ahead is None:
+            index = self._next_window
+            self._ahead = self.next_layout()
+            self._next_window = index
+
+    def skip_until(self, t_ns: int) -> tuple[int, int, int]:
+        """Drop the whole windows that end at or before chip time ``t_ns`` (none while a window
+        is partly taken); return their hits, frames and bytes.
+
+        For a receiver that would drop every frame anyway (a full FIFO): without anomalies a
+        window's frames are lone hits, so only the hit arrivals are drawn (the random draws
+        later windows depend on), not their fields or bytes. The counts and every later
+        window are exactly those of taking the frames and dropping them.
+        """
+        hits = frames = nbytes = 0
+        while self._current is None and self.window(self._next_window)[1] <= t_ns:
+            if self._ahead is None and self.config.anomalies.clean:
+                t0, t1 = self.window(self._next_window)
+                self._next_window += 1
+                count = self._count_hits(t0, t1)
+                self.hits_generated += count
+                hits += count
+                frames += count
+                nbytes += count * LONE_FRAME_BYTES
+                continue
+            layout, _, _ = self.next_layout()
+            hits += len(layout.hits)
+            frames += layout.n_frames
+            nbytes += layout.nbytes
+        return hits, frames, nbytes
+
+    def behind(self, t_ns: int) -> bool:
+        """True if a window starting at or before chip time ``t_ns`` is not started yet."""
+        return self._current is None and self.window(self._next_window)[0] <= t_ns
+
+    def take_until(self, t_ns: int, *, windows: int | None = None) -> list[Layout]:
+        """The frames complete at or before chip time ``t_ns`` not taken yet, in order; with
+        ``windows``, from at most that many new windows (:meth:`behind` says if more wait)."""
         out = []
+        started = 0
         while True:
             if self._current is None:
                 if self.window(self._next_window)[0] > t_ns:
                     return out
+                if windows is not None and started >= windows:
+                    return out
+                started += 1
                 self._current, _, self._current_end = self.next_layout()
                 self._taken = 0
             stop = self._current.frames_until(t_ns)
@@ -92,6 +141,18 @@ class ChipStream:
             if t_ns < self._current_end:
                 return out
             self._current = None
+
+    def _count_hits(self, t0: int, t1: int) -> int:
+        """How many hits :meth:`_hits` would give for ``[t0, t1)``, making the same random
+        draws from each chip's generator (and no others)."""
+        count = 0
+        for chip, rng in zip(self.config.chips, self._chip_rngs, strict=True):
+            n = len(chip.source.sample(rng, t0, t1).time_ns)
+            for fixed in (chip.ts_neg1, chip.ts_neg2):
+                if fixed is None:
+                    rng.integers(0, 2, n, dtype=np.uint8)
+            count += n
+        return count
 
     def _hits(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
         """The chain's hits in ``[t0, t1)``: records with every field but the readout's, and

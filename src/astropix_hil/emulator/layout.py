@@ -39,6 +39,8 @@ _SKIP_NP = np.zeros(256, dtype=bool)
 _SKIP_NP[[IDLE_BYTE, PADDING_BYTE]] = True
 _COLS = np.arange(HIT_SIZE)
 _FRAME_BYTES = LEAD_IDLE + HIT_SIZE + TRAIL_IDLE
+#: Bytes of the frame of a lone hit (every frame, without anomalies).
+LONE_FRAME_BYTES = _FRAME_BYTES
 
 
 class Fate(IntEnum):

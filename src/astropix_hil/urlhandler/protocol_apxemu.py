@@ -1,9 +1,10 @@
 """``apxemu://``: a virtual AstroPix4 board in this process, as a pyserial port.
 
 URL: ``apxemu://?seed=1&rate=1000[&option=value...]``. Board options (seed, rate, ...) go to
-:meth:`astropix_hil.boards.nexys.board.VirtualBoard.from_options`. Link faults, to test what
-a DAQ does when
-the line misbehaves, are options of the port itself:
+:meth:`astropix_hil.boards.nexys.board.VirtualBoard.from_options`. The board keeps no truth
+unless asked: ``truth=PATH`` streams it to a new CSV file (closed with the port; an existing
+file is refused), ``keep_truth=1`` keeps it in memory (``port.board.truth()``, for tests).
+Link faults, to test what a DAQ does when the line misbehaves, are options of the port itself:
 
 * ``stall_after=N``: answer the first N requests, then nothing (a board that stops answering);
 * ``disconnect_after=N``: after N requests every I/O raises (a port that disappears);
@@ -20,6 +21,9 @@ import time
 import urllib.parse
 
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
+
+from ..boards.truth import TruthTarget
+from ..outputfile import OutputError, check_output
 
 FAULTS = ("stall_after", "disconnect_after", "garbage_every", "short_every")
 
@@ -53,9 +57,16 @@ class Serial(SerialBase):
         if self.is_open:
             raise SerialException("Port is already open.")
         options, self._faults = parse_url(self.portstr)
+        truth: TruthTarget = options.pop("keep_truth", "0") not in ("", "0")
+        if "truth" in options:
+            truth = options.pop("truth")
+            try:
+                check_output(truth)
+            except OutputError as exc:
+                raise SerialException(f"apxemu: truth={truth}: {exc}") from None
         try:
-            self.board = VirtualBoard.from_options(**options)
-        except (TypeError, ValueError) as exc:
+            self.board = VirtualBoard.from_options(truth=truth, **options)
+        except (TypeError, ValueError, OSError) as exc:
             raise SerialException(f"apxemu: bad board option: {exc}") from None
         self._rx = bytearray()
         self._requests = 0
@@ -65,6 +76,8 @@ class Serial(SerialBase):
         """Nothing to configure: baud rate and framing do not apply."""
 
     def close(self) -> None:
+        if self.is_open:
+            self.board.close_truth()
         self.is_open = False
 
     def _check(self) -> None:

@@ -30,6 +30,7 @@ from ...emulator.layout import Fate, Layout
 from ...errors import EmulatorConfigError, EmulatorError
 from ...fmt import HIT_DTYPE, PADDING_BYTE
 from ...hitcsv import write_hits_csv
+from ..truth import TruthStore, TruthTarget
 from .registers import RESETS_READ_FIFO, NexysRegisters, RegisterStats
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 DEFAULT_FIFO_SIZE = 16384
 #: Default pull interval of boards made from options (real-time use: pty, apxemu://), s.
 REALTIME_PULL_INTERVAL = 0.001
+#: Hits per chip window of boards made from options (the bulk emulator draws 65536 at once).
+#: A window is drawn in one go, ~1 us per hit: small windows keep every reply (and every idle
+#: step of the pty server) within a few ms, at a few numpy calls per window.
+REALTIME_CHUNK_HITS = 8192
 #: The smallest frame (a lone hit): below this much free space the FIFO reports itself full.
 MIN_FRAME_BYTES = 16
 _I8 = np.empty(0, dtype=np.int64)
@@ -216,10 +221,15 @@ class VirtualBoard(NexysRegisters):
     ``chip`` is a :class:`~astropix_hil.emulator.chipstream.ChipStream`; ``fifo_size`` the
     read FIFO's size in bytes; ``clock`` a callable returning ns (default
     :func:`time.monotonic_ns`); the chip's time 0 is the clock's value when the board is made.
+    ``truth``: what to do with the truth of the reads served (see
+    :class:`~astropix_hil.boards.truth.TruthStore`): nothing (default: memory stays flat),
+    ``True`` (kept in memory for :meth:`truth`), or a path or text stream (CSV, written read
+    by read; :meth:`close_truth` ends it).
     """
 
     def __init__(self, chip: ChipStream, *, fifo_size: int = DEFAULT_FIFO_SIZE,
-                 clock: Callable[[], int] | None = None, pull_interval: float = 0.0) -> None:
+                 clock: Callable[[], int] | None = None, pull_interval: float = 0.0,
+                 truth: TruthTarget = None) -> None:
         if fifo_size < chip.config.read_size:
             raise EmulatorConfigError(f"fifo_size={fifo_size}: must hold at least one read "
                                       f"({chip.config.read_size} bytes)")
@@ -234,30 +244,30 @@ class VirtualBoard(NexysRegisters):
         self._pull_every = int(pull_interval * 1e9)
         self._next_pull = self._t0
         self._fifo = _ReadFifo(fifo_size)
-        self._truth: list[np.ndarray] = []
+        self._truth = TruthStore(truth)
         self._prev_end: int | None = None
 
     @classmethod
     def from_options(cls, seed: int | str = 0, *, fifo_size: int | str = DEFAULT_FIFO_SIZE,
                      clock: Callable[[], int] | None = None,
                      pull_interval: float | str = REALTIME_PULL_INTERVAL,
-                     **options: Any) -> VirtualBoard:
+                     truth: TruthTarget = None, **options: Any) -> VirtualBoard:
         """A board over a chip made from simple options, which may be strings (as in
         ``apxemu://?seed=1&rate=1000``): ``seed``, ``fifo_size``, ``pull_interval`` (s, default
-        1 ms) and any option of
+        1 ms), ``truth`` (see the class) and any option of
         :meth:`astropix_hil.emulator.EmulatorConfig.build` (``mode``, ``rate``, ``anomalies``,
-        ``chips``, ...). Bad options raise :class:`~astropix_hil.errors.EmulatorConfigError`
-        (a ValueError) naming them."""
+        ``chips``, ``chunk_hits`` (default :data:`REALTIME_CHUNK_HITS`), ...). Bad options
+        raise :class:`~astropix_hil.errors.EmulatorConfigError` (a ValueError) naming them."""
         seed_value = _integer("seed", seed)
         size = _integer("fifo_size", fifo_size)
-        config = EmulatorConfig.from_strings(options)
+        config = EmulatorConfig.from_strings({"chunk_hits": REALTIME_CHUNK_HITS, **options})
         try:
             every = float(pull_interval)
         except ValueError:
             raise EmulatorConfigError(f"pull_interval={pull_interval!r}: not a number of "
                                       f"seconds") from None
         return cls(ChipStream(config, seed_value), fifo_size=size, clock=clock,
-                   pull_interval=every)
+                   pull_interval=every, truth=truth)
 
     # -- the read FIFO (the register file is NexysRegisters') ----------------------------
 
@@ -290,10 +300,11 @@ class VirtualBoard(NexysRegisters):
         data = fifo.take(end)
         hits = fifo.hits_in(start, end, joined=self._prev_end == start)
         self._prev_end = end
-        hits["readout_id"] = self.stats.readouts_served
-        hits["timestamp"] = self.clock()
-        hits["decoding_order"] = np.arange(len(hits))
-        self._truth.append(hits)
+        if self._truth.kept:
+            hits["readout_id"] = self.stats.readouts_served
+            hits["timestamp"] = self.clock()
+            hits["decoding_order"] = np.arange(len(hits))
+            self._truth.add(hits)
         self.stats.readouts_served += 1
         self.stats.hits_served += len(hits)
         self.stats.bytes_served += len(data)
@@ -302,14 +313,41 @@ class VirtualBoard(NexysRegisters):
 
     # -- the chip feeding the FIFO -----------------------------------------------------------
 
+    def advance(self) -> None:
+        """Move the chip up to now while nobody asks (a server's idle hook), and draw its next
+        window ahead: the next request then finds no backlog to generate and is answered at
+        once, however long the board was idle."""
+        self._pull()
+        self.chip.prefetch()
+
     def _pull(self) -> None:
         """Move the chip's frames completed by now into the read FIFO."""
         now = self.clock()
         if now < self._next_pull:
             return
         self._next_pull = now + self._pull_every
-        for layout in self.chip.take_until(now - self._t0):
-            self._accept(layout)
+        chip_now = now - self._t0
+        while True:
+            if self._config & RESETS_READ_FIFO or self._fifo_full():
+                # Every frame would be dropped: whole windows are counted, not generated.
+                self._count_lost(*self.chip.skip_until(chip_now))
+            # A window at a time: the FIFO may fill up during a long backlog.
+            for layout in self.chip.take_until(chip_now, windows=1):
+                self._accept(layout)
+            if not self.chip.behind(chip_now):
+                return
+
+    def _count_lost(self, hits: int, frames: int, nbytes: int) -> None:
+        """Account for frames the FIFO could not take (full, or held in reset)."""
+        stats = self.stats
+        stats.hits_generated += hits
+        if self._config & RESETS_READ_FIFO:
+            stats.discarded_frames += frames
+            stats.discarded_hits += hits
+        else:
+            stats.fifo_overflow_frames += frames
+            stats.fifo_overflow_bytes += nbytes
+            stats.fifo_overflow_hits += hits
 
     def _accept(self, layout: Layout) -> None:
         hits = len(layout.hits)
@@ -343,14 +381,15 @@ class VirtualBoard(NexysRegisters):
 
     def truth(self, timestamps: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """The hits an honest decoder reports from the reads served so far (dtype
-        :data:`~astropix_hil.fmt.HIT_DTYPE`), readout_id counting the non-empty reads of the
+        :data:`~astropix_hil.fmt.HIT_DTYPE`; only for a board made with ``truth=True``),
+        readout_id counting the non-empty reads of the
         read FIFO from 0, in readout then decoding order.
 
         ``timestamp`` is the board clock (ns) when the read was served, unless
         ``timestamps`` gives each readout's host timestamp by readout_id (e.g. the ones the DAQ
         wrote), so that the truth compares field by field with the decoded file.
         """
-        out = np.concatenate([np.empty(0, dtype=HIT_DTYPE), *self._truth])
+        out = self._truth.hits()
         if timestamps is not None:
             stamps = np.asarray(timestamps, dtype=np.uint64)
             if stamps.size < self.stats.readouts_served:
@@ -370,6 +409,12 @@ class VirtualBoard(NexysRegisters):
             with open(output, "w", encoding="utf-8", newline="") as stream:
                 return write_hits_csv(stream, [hits], header)
         return write_hits_csv(output, [hits], header)
+
+    def close_truth(self) -> int:
+        """End a streamed truth (flush, and close the file the board opened); return the
+        truth's hit count."""
+        self._truth.close()
+        return self._truth.count
 
 
 def _integer(name: str, value: int | str) -> int:
