@@ -189,6 +189,8 @@ class DaqRun:
         deadline = None if opts.duration is None else now + opts.duration
         stopped_by, error = "stop", None
         try:
+            # A board holding its SPI readout in reset (the Nexys after power-up) sends nothing.
+            self.link.enable_readout()
             while not self.stop_event.is_set():
                 if opts.readouts is not None and self.readouts >= opts.readouts:
                     stopped_by = "readouts"

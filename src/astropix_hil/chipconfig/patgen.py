@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..boards.nexys.protocol import write_request
 from .model import ChipConfigError
 
@@ -68,22 +70,14 @@ class PatternGenerator:
         """Times (ns after the reset was released) of the rising edges in ``[start, stop)``."""
         first = (self.initdelay + 1) * self.tick_ns
         pulse_gap = 2 * (256 * self.period + 1) * self.tick_ns
-        d = max(self.pulses, 1)
-        out = []
-        k0 = max(0, (start - first) // self.period_ns)
-        k = k0
-        while True:
-            if self.cycle and k >= self.cycle:
-                break
-            base = first + k * self.period_ns
-            if base >= stop:
-                break
-            for p in range(d):
-                t = base + p * pulse_gap
-                if start <= t < stop:
-                    out.append(t)
-            k += 1
-        return out
+        period = self.period_ns
+        k0 = max(0, (start - first - (max(self.pulses, 1) - 1) * pulse_gap) // period)
+        k1 = max(k0, -(-(stop - first) // period))
+        if self.cycle:
+            k1 = min(k1, self.cycle)
+        sets = first + np.arange(k0, k1, dtype=np.int64) * period
+        edges = (sets[:, None] + np.arange(max(self.pulses, 1)) * pulse_gap).reshape(-1)
+        return edges[(edges >= start) & (edges < stop)].tolist()
 
     @classmethod
     def for_period(cls, period_ms: float, pulses: int = 1, cycle: int = 0,
