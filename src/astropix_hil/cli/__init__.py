@@ -18,7 +18,8 @@ from ..errors import ApxHilError
 
 #: Subcommand modules, in the order ``apx-hil --help`` lists them.
 COMMANDS = (
-    "daq", "board", "ports", "emulate", "send", "recv", "convert", "info", "import_log", "agent",
+    "daq", "configure", "board", "ports", "emulate", "send", "recv", "convert", "info",
+    "import_log", "agent",
 )
 
 
