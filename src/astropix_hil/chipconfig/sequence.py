@@ -151,7 +151,10 @@ def injected_configuration(config: ChipConfiguration,
 
 def startup_sequence(config: ChipConfiguration,
                      options: StartupOptions | None = None) -> list[Step]:
-    """The register accesses of ``beam_test.py`` (spec §7, steps 1-15) for ``config``."""
+    """The register accesses of ``beam_test.py`` (spec §7, steps 1-15) for ``config``: the
+    first configuration carries AmpOut on ``ampout_col`` and the injection bits, the second
+    also the injected pixel's comparator and ``vinj``; TDAC rows ``tdac_rows``; with
+    ``inject``, the pattern generator started last."""
     options = options or StartupOptions()
     first, final = injected_configuration(config, options)
     steps: list[Step] = [_w(REG_TEST_IO, 0x55, "test write"), Read(REG_TEST_IO, 0x00, 0)]
@@ -181,9 +184,9 @@ def startup_sequence(config: ChipConfiguration,
         steps.append(Write(REG_CHIP_CONFIG, tdac_request(final, row)[4:], f"TDAC row {row}"))
     steps.append(Flush())
     if options.inject is not None:
-        writes = start_writes(options.generator)
-        steps += [_w(reg, value) for reg, value in writes]
-        steps.append(Flush())
+        # Step 16 (a second dump after the log header) is left to the caller: it would
+        # discard the first injections, which a DAQ wants to record.
+        steps += [_w(reg, value) for reg, value in start_writes(options.generator)]
     return steps
 
 

@@ -12,6 +12,7 @@ from ..boards.nexys.board import VirtualBoard
 from ..boards.nexys.replay import ReplayBoard
 from ..boards.ptyserve import PtyServer
 from ..bulk import decode_readouts
+from ..errors import ApxHilError
 from ..fileio import apx_open
 from ..fmt import AstroPix4Readout
 from ..hitcsv import write_hits_csv
@@ -36,7 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="serve on a new pseudo-terminal (the only transport so far)")
     parser.add_argument("--seed", type=int, default=0, help="emulator seed (default 0)")
     parser.add_argument("--rate", help="hit rate in Hz (default: the emulator's)")
-    parser.add_argument("--mode", help="hit source: injection or poisson (default: emulator's)")
+    parser.add_argument("--mode",
+                        help="chip: the configured chip, silent until the DAQ configures it "
+                             "(default); injection or poisson: a free-running chip that fires "
+                             "whatever its configuration (the default with --rate)")
     parser.add_argument("--anomalies", help="anomaly mix, see apx-hil emulate --help")
     parser.add_argument("--chips", help="number of chips in the daisy chain")
     parser.add_argument("--fifo-size", help="read FIFO size in bytes")
@@ -49,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --replay: speed-up of the recorded pace ('inf': as fast "
                              "as the DAQ asks; default 1)")
     parser.add_argument("--truth", help="write the true hits of the reads served to this CSV")
+    parser.add_argument("--pixel-table", metavar="CSV",
+                        help="with the configured chip: write each pixel's true threshold "
+                             "offset and noise (mV) to this CSV before serving")
     parser.add_argument("--duration", type=float, help="stop after S seconds")
     parser.add_argument("--json", action="store_true", help="print statistics as JSON")
     parser.set_defaults(run=run)
@@ -85,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
         board = replay_board(args)
     else:
         board = VirtualBoard.from_options(seed=args.seed, **board_options(args))
+    if args.pixel_table:
+        pixels = getattr(board.chip, "pixels", None) if not args.replay else None
+        if pixels is None:
+            raise ApxHilError("--pixel-table needs the configured chip (no --replay, --mode, "
+                              "--rate or other hit-source option)")
+        with open(args.pixel_table, "w", encoding="utf-8") as stream:
+            pixels.write_table(stream)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
