@@ -7,9 +7,14 @@ import os
 import sys
 
 from .. import __version__
+from ..chipconfig import PatternGenerator, StartupOptions, load_config
+from ..chipconfig.sequence import final_configuration
 from ..emulator import Anomalies, Emulator, EmulatorConfig, TotDistribution, write_run
-from ..emulator.config import MODES
+from ..emulator.chipmodel import ConfiguredSource
+from ..emulator.config import MODES, ChipConfig
+from ..emulator.pixels import PixelModel
 from ..errors import EmulatorConfigError
+from .configure import add_options
 
 ANOMALY_HELP = ("anomalies, per hit: KIND=P[,KIND=P...] with P a probability, a bare KIND "
                 "forces it (P=1), 'all' or 'all=P' sets every kind (default P 0.05), 'none' "
@@ -117,7 +122,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--start-ns", type=int, metavar="NS",
                         help="host time (ns since the epoch) of chip time 0, for readout "
                              "timestamps (default 2025-07-23 07:25:36 UTC)")
+    chip = parser.add_argument_group(
+        "configured chip", "with --config, the chip obeys a configuration (comparators, "
+        "injection, threshold) as behind the virtual board; --mode, --rate and the pixel "
+        "options then do not apply")
+    add_options(chip, config_help="chip configuration YAML (team's v4 schema) the chip runs")
+    chip.add_argument("--pixel-table", metavar="CSV",
+                      help="write each pixel's true threshold offset and noise (mV) here")
     parser.set_defaults(run=run)
+
+
+def configured_config(args: argparse.Namespace) -> tuple[EmulatorConfig, PixelModel]:
+    """The emulator configuration of the configured chip running ``--config``."""
+    options = StartupOptions(threshold_mv=args.threshold, inject=args.inject,
+                             vinj_mv=args.vinj)
+    config = final_configuration(load_config(args.config), options)
+    generator = None
+    if args.inject is not None:
+        generator = (PatternGenerator.for_period(args.period, cycle=args.pulses)
+                     if args.period is not None else PatternGenerator(cycle=args.pulses))
+    pixels = PixelModel(seed=args.seed)
+    source = ConfiguredSource(config, generator, pixels)
+    extra = {} if args.start_ns is None else {"start_ns": args.start_ns}
+    return EmulatorConfig((ChipConfig(0, source),), args.anomalies, args.read_size,
+                          round(args.poll_interval * 1e6), args.counter_phase,
+                          **extra), pixels
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -137,12 +166,21 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    pixels = None
+    if args.config:
+        config, pixels = configured_config(args)
+    elif args.pixel_table or args.inject or args.threshold is not None:
+        raise EmulatorConfigError("--inject, --threshold and --pixel-table need --config")
+    else:
+        config = config_from_args(args)
     for path in (args.out, args.truth):
         if path and os.path.exists(path) and not args.force:
             print(f"apx-hil emulate: error: {path} exists (use --force to overwrite)",
                   file=sys.stderr)
             return 1
+    if pixels is not None and args.pixel_table:
+        with open(args.pixel_table, "w", encoding="utf-8") as stream:
+            pixels.write_table(stream)
     emulator = Emulator(config, args.seed)
     header = {"emulator": {"version": __version__, "seed": args.seed,
                            "config": config.describe()}}
