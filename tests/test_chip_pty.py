@@ -175,3 +175,54 @@ def test_a_threshold_sweep_gives_an_s_curve_centred_on_the_pixels_true_threshold
         fractions[above + 1]
     fifty = x0 + (y0 - 0.5) * (x1 - x0) / (y0 - y1)
     assert abs(fifty - centre) < 4.0, (fifty, centre, fractions)
+
+
+def test_configure_command_prints_what_it_set_and_the_chip_injects(board):
+    path, _, _, stop = board
+    proc = apx_hil("configure", "--port", path, "--config", str(NONE), "--inject", "1,1",
+                   "--vinj", "400", "--threshold", "150", "--period", "5", "--pulses", "10",
+                   "--json")
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["readback_ok"] and summary["inject"] == [1, 1]
+    assert summary["threshold_mv"] == pytest.approx(150, abs=0.2)
+    assert summary["vinj_mv"] == pytest.approx(400, abs=2)
+    assert "injecting pixel row 1 column 1" in err
+    link = open_link(path)
+    try:
+        hits = collect(link, 10 * 0.005 + 0.1)
+    finally:
+        link.close()
+    stop()
+    assert len(hits) == 10 and set(hits["column"].tolist()) == {1}
+
+
+def test_the_embedded_default_configures_the_emulated_chip_and_stores_what_it_sent(tmp_path):
+    from astropix_hil.chipconfig import from_mapping, load_default
+    from astropix_hil.chipconfig.sequence import StartupOptions, final_configuration
+    from astropix_hil.cli import main
+    from astropix_hil.fileio import apx_open
+
+    out = tmp_path / "run.apx"
+    assert main(["daq", "--duration", "1", "--no-multicast", "--out", str(out)]) == 0
+    hits = read_hits(out)
+    assert len(hits) >= 5  # 12.9 injections a second
+    assert set(zip(hits["row"].tolist(), hits["column"].tolist(), strict=True)) == {(0, 9)}
+    with apx_open(out) as reader:
+        sent = reader.header["configuration"]
+    assert sent["startup"]["inject"] == [0, 9] and sent["startup"]["readback_ok"]
+    expected = final_configuration(load_default(), StartupOptions(inject=(0, 9)))
+    assert from_mapping(sent) == expected
+
+
+def test_a_bad_config_file_is_one_line_and_touches_no_board(tmp_path, capsys):
+    from astropix_hil.cli import main
+
+    bad = tmp_path / "bad.yml"
+    bad.write_text("astropix4:\n  config:\n    g:\n      f: [2, 7]\n")
+    assert main(["daq", "--config", str(bad), "--out", str(tmp_path / "x.apx"),
+                 "--no-multicast", "--duration", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit in 2 bits" in err[0]
+    assert not (tmp_path / "x.apx").exists()
