@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from astropix_hil.chipconfig import (
     ChipConfigError,
     ChipConfiguration,
+    Field,
     PatternGenerator,
     config_request,
     decode_main_vector,
@@ -184,3 +185,27 @@ def test_vector_positions_follow_the_spec_closed_forms(none):
     assert s[38 * 13 + 5] == 0 and s[38 * 13 + 6] == 1
     none.set("vdacs", "vinj", 1)  # vinj: vector offset 234, bit 0 -> 851 - 234 = 617
     assert main_vector(none)[617] == 1 and np.count_nonzero(main_vector(none)[608:618]) == 1
+
+
+@st.composite
+def layouts_and_values(draw) -> ChipConfiguration:
+    """Any layout: groups (``vdacs`` among them or not) of fields of any width and value."""
+    names = draw(st.lists(st.sampled_from(["digitalconfig", "biasconfig", "idacs", "vdacs",
+                                           "recconfig", "extra"]), min_size=1, max_size=6,
+                          unique=True))
+    groups = {}
+    for g in names:
+        widths = draw(st.lists(st.integers(1, 40), min_size=1, max_size=8))
+        groups[g] = {f"f{i}": Field(w, draw(st.integers(0, (1 << w) - 1)))
+                     for i, w in enumerate(widths)}
+    return ChipConfiguration(groups)
+
+
+@settings(max_examples=100, deadline=None)
+@given(layouts_and_values())
+def test_round_trip_over_any_layout(config):
+    template = config.copy()
+    for fields in template.groups.values():
+        for name, f in fields.items():
+            fields[name] = Field(f.width, 0)
+    assert decode_main_vector(main_vector(config), template) == config
