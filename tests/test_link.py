@@ -91,6 +91,7 @@ def test_a_full_fifo_is_read_in_bursts_without_losing_a_readout():
     recorded = [AstroPix4Readout(bytes([0xBC, 0xBC, 0xE0, 1, 2, 3, 4, 5, 6, i % 256, 0xBC]),
                                  i, i) for i in range(200)]
     board = ReplayBoard(recorded)
+    board.release_spi_master()
 
     class Port:
         timeout = 0.05
