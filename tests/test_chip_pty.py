@@ -167,7 +167,7 @@ def test_a_threshold_sweep_gives_an_s_curve_centred_on_the_pixels_true_threshold
         link.close()
     stop()
     fractions = np.array(fractions)
-    assert fractions[0] == 1.0 and fractions[-1] == 0.0
+    assert fractions[0] >= 0.9 and fractions[-1] <= 0.1  # 4 sigma either side
     assert np.all(np.diff(fractions) <= 0.25)  # falls, up to binomial scatter
     # 50 % point by linear interpolation of the falling curve
     above = np.flatnonzero(fractions >= 0.5)[-1]

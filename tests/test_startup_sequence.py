@@ -11,6 +11,7 @@ from hypothesis import given, settings
 
 from astropix_hil.boards.nexys.board import VirtualBoard
 from astropix_hil.boards.nexys.link import NexysLink
+from astropix_hil.boards.nexys.protocol import RequestParser, write_request
 from astropix_hil.chipconfig import PatternGenerator, StartupOptions, load_bundled
 from astropix_hil.chipconfig.configure import configure
 from astropix_hil.chipconfig.patgen import start_writes
@@ -140,8 +141,10 @@ class BoardPort:
 
     def __init__(self, board: VirtualBoard) -> None:
         self.board, self.timeout, self._rx = board, 0.01, bytearray()
+        self.sent = bytearray()
 
     def write(self, data: bytes) -> int:
+        self.sent += data
         self._rx += self.board.process(data)
         return len(data)
 
@@ -174,3 +177,16 @@ def test_configure_reads_back_clean_and_leaves_the_chip_as_sent():
     assert chip.generator.running is not None and board.spi_enabled
     # Configuring again (a scan) keeps reading back clean.
     assert not configure(link, report.config, sleep=lambda s: None).mismatches
+
+
+def test_configure_sends_the_sequence_s_writes_byte_for_byte():
+    board = VirtualBoard.from_options(seed=1, clock=FakeClock(), pull_interval=0)
+    port = BoardPort(board)
+    config = load_bundled("config_v4_none.yml")
+    configure(NexysLink(port), config, inject=(0, 9), vinj_mv=250, threshold_mv=80,
+              sleep=lambda s: None)
+    requests = RequestParser().feed(bytes(port.sent))
+    writes = b"".join(write_request(r.register, r.data) for r in requests if not r.is_read)
+    expected = startup_sequence(config, StartupOptions(inject=(0, 9), vinj_mv=250,
+                                                       threshold_mv=80))
+    assert writes == writes_of(expected)
