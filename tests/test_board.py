@@ -32,9 +32,12 @@ class FakeClock:
 
 
 def board(clock: FakeClock, seed: int = 1, **options) -> VirtualBoard:
+    """A free-running board whose SPI master the DAQ released (bit 7 of 0x15 cleared)."""
     options.setdefault("mode", "poisson")
     options.setdefault("rate", 2000)
-    return VirtualBoard.from_options(seed=seed, clock=clock, truth=True, **options)
+    b = VirtualBoard.from_options(seed=seed, clock=clock, truth=True, **options)
+    b.release_spi_master()
+    return b
 
 
 def status(b: VirtualBoard) -> int:
@@ -147,21 +150,19 @@ def test_clock_divider_is_stored_and_read_only_bits_ignore_writes():
     assert status(b) & EMPTY == 0
 
 
-@pytest.mark.parametrize("reset", [SpiConfig.READ_FIFO_RESET, SpiConfig.SPI_MODULE_RESET])
-def test_resets_clear_the_fifo_and_discard_data_while_held(reset):
+def test_read_fifo_reset_clears_the_fifo_and_discards_data_while_held():
     clock = FakeClock()
     b = board(clock)
     clock.now = 10 * MS
     assert status(b) & EMPTY == 0
     level = b.fifo_level
-    b.process(write_request(Register.SPI_CONFIG, bytes([reset])))  # held high
+    b.process(write_request(Register.SPI_CONFIG, bytes([SpiConfig.READ_FIFO_RESET])))  # held
     assert status(b) & EMPTY
     clock.now = 20 * MS
     assert status(b) & EMPTY and b.stats.discarded_hits > 0
     b.process(write_request(Register.SPI_CONFIG, b"\x00"))  # released
     assert b.stats.fifo_cleared_bytes == level
-    assert (b.stats.fifo_resets, b.stats.spi_resets) == \
-        ((1, 0) if reset == SpiConfig.READ_FIFO_RESET else (0, 1))
+    assert (b.stats.fifo_resets, b.stats.spi_resets) == (1, 0)
     reads = []
     for _ in range(10):
         clock.now += MS
@@ -175,6 +176,18 @@ def test_resets_clear_the_fifo_and_discard_data_while_held(reset):
     assert stats.hits_queued == stats.hits_served + level // 16 + b.fifo_level // 16
 
 
+def test_spi_master_reset_stops_transfers_but_keeps_what_the_fifo_holds():
+    clock = FakeClock()
+    b = board(clock)
+    clock.now = 10 * MS
+    assert status(b) & EMPTY == 0
+    level = b.fifo_level
+    b.process(write_request(Register.SPI_CONFIG, bytes([SpiConfig.SPI_MODULE_RESET])))
+    clock.now = 20 * MS
+    assert status(b) & SpiConfig.SPI_MODULE_RESET
+    assert b.fifo_level == level and b.stats.discarded_hits > 0 and b.stats.spi_resets == 1
+
+
 def test_write_fifo_reset_is_counted_and_a_pulse_in_one_request_works():
     clock = FakeClock()
     b = board(clock)
@@ -186,16 +199,18 @@ def test_write_fifo_reset_is_counted_and_a_pulse_in_one_request_works():
     assert status(b) & pulse == 0  # released by the second byte
 
 
-def test_unknown_registers_read_as_zero_are_logged_and_counted(caplog):
+def test_undecoded_registers_read_the_last_byte_read_are_logged_and_counted(caplog):
     b = board(FakeClock())
     with caplog.at_level(logging.DEBUG, logger="astropix_hil.boards.nexys.registers"):
         assert b.process(read_request(0x42, 3)) == b"\x00\x00\x00"
-        assert b.process(read_request(0x42, 1)) == b"\x00"
-        assert b.process(write_request(0x07, b"\x01\x02")) == b""
+        b.process(write_request(Register.SPI_CLOCK_DIVIDER, b"\x2a"))
+        assert b.process(read_request(Register.SPI_CLOCK_DIVIDER, 1)) == b"\x2a"
+        assert b.process(read_request(0x42, 2)) == b"\x2a\x2a"
+        assert b.process(write_request(0x08, b"\x01\x02")) == b""
     assert b.stats.unknown_register_accesses == 3
     messages = [r.getMessage() for r in caplog.records]
-    assert any("0x42" in m and "zeros" in m for m in messages)
-    assert any("0x07" in m and "ignored" in m for m in messages)
+    assert any("0x42" in m and "last byte read" in m for m in messages)
+    assert any("0x08" in m and "ignored" in m for m in messages)
     assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.DEBUG,
                                                    logging.WARNING]
 
@@ -285,6 +300,7 @@ def test_board_made_from_a_chip_stream_object():
     clock = FakeClock()
     chip = ChipStream(EmulatorConfig.build(mode="poisson", rate=5000, chip_ids=[4, 9]), seed=2)
     b = VirtualBoard(chip, fifo_size=8192, clock=clock, truth=True)
+    b.release_spi_master()
     reads = []
     for _ in range(20):
         clock.now += MS

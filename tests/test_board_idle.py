@@ -25,6 +25,7 @@ def make(clock: FakeClock, seed: int, anomalies: str = "none", rate: int = 100_0
     b = VirtualBoard.from_options(seed=seed, mode="poisson", rate=rate, anomalies=anomalies,
                                   clock=clock, pull_interval=0, fifo_size=4096,
                                   chunk_hits=4096, truth=True)
+    b.release_spi_master()  # as the DAQ's start-up does
     if reference:  # every hit generated, laid out and dropped, as before the fast path
         b.chip.skip_until = lambda t_ns: (0, 0, 0)
     return b

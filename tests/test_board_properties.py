@@ -16,6 +16,10 @@ from astropix_hil.bulk import decode_readouts
 from astropix_hil.emulator import ChipStream
 from astropix_hil.fmt import AstroPix4Readout
 
+#: Addresses the firmware decodes (spec §1.1); any other reads the last byte read.
+DECODED = {0x00, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0C, 0x10, 0x11, 0x12, 0x13, 0x15, 0x16,
+           0x17, 0x18, 0x1C, 0x3C, 0x3D, 0x46, 0x50}
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -33,7 +37,9 @@ class BoardMachine(RuleBasedStateMachine):
         self.fifo_size = config.read_size * fifo_reads
         self.board = VirtualBoard(ChipStream(config, seed), fifo_size=self.fifo_size,
                                   clock=self.clock, truth=True)
+        self.board.release_spi_master()  # as the DAQ does first
         self.read_size = config.read_size
+        self.last_read = 0x00
         self.reads: list[bytes] = []
         self.sent_requests = 0
 
@@ -45,6 +51,8 @@ class BoardMachine(RuleBasedStateMachine):
             reply += self.board.process(request[last:cut])
             last = cut
         assert len(reply) == reply_length
+        if reply:
+            self.last_read = reply[-1]
         self.sent_requests += 1
         return reply
 
@@ -77,10 +85,11 @@ class BoardMachine(RuleBasedStateMachine):
     def release_resets(self, cuts):
         self.send(write_request(Register.SPI_CONFIG, b"\x00"), 0, cuts)
 
-    @rule(register=st.integers(0, 255).filter(lambda r: r not in tuple(Register)),
+    @rule(register=st.integers(0, 255).filter(lambda r: r not in DECODED),
           length=st.integers(0, 16))
     def unknown_register(self, register, length):
-        assert self.send(read_request(register, length), length, []) == bytes(length)
+        last = self.last_read
+        assert self.send(read_request(register, length), length, []) == bytes([last]) * length
 
     @rule(op=st.integers(2, 255), tail=st.binary(min_size=3, max_size=3))
     def malformed(self, op, tail):

@@ -45,6 +45,7 @@ def test_a_board_asked_for_no_truth_keeps_none_and_its_memory_stays_flat():
     clock = FakeClock()
     b = VirtualBoard.from_options(seed=1, mode="poisson", rate=50_000, clock=clock,
                                   chunk_hits=2000)
+    b.release_spi_master()  # as the DAQ's start-up does
     grown = grown_bytes(b, clock, 1500)
     # 1.5 s of chip time at 50k hits/s: ~75k hits, ~3.5 MB of truth records if they were kept
     # (the chip's batches of 2000 hits are all the memory a board needs).
@@ -60,6 +61,8 @@ def test_a_streamed_truth_is_the_in_memory_truth_and_costs_no_memory(tmp_path):
                "chunk_hits": 2000}
     kept = VirtualBoard.from_options(clock=clocks[0], truth=True, **options)
     streamed = VirtualBoard.from_options(clock=clocks[1], truth=tmp_path / "t.csv", **options)
+    for board in (kept, streamed):
+        board.release_spi_master()  # as the DAQ's start-up does
     serve(kept, clocks[0], 200)
     grown = grown_bytes(streamed, clocks[1], 1500)
     serve(kept, clocks[0], 1500)
@@ -75,6 +78,7 @@ def test_apxemu_streams_the_truth_of_what_the_daq_read(tmp_path):
     port = serial.serial_for_url(f"apxemu://?seed=4&mode=poisson&rate=20000&truth={path}",
                                  timeout=0.05)
     link = NexysLink(port)
+    link.enable_readout()  # as the DAQ's start-up does
     polls = 0
     while port.board.stats.readouts_served < 30 and polls < 100_000:
         link.poll_readout()

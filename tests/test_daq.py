@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import serial
 import astropix_hil.urlhandler  # noqa: F401 - registers apxemu://
 from astropix_hil.boards.nexys.board import VirtualBoard
 from astropix_hil.boards.nexys.link import NexysLink
+from astropix_hil.boards.nexys.protocol import SpiConfig
 from astropix_hil.cli import main
 from astropix_hil.cli.daq import group_and_port, read_config, send_interface
 from astropix_hil.daq import DaqOptions, DaqRun, DiskBacklogError, run_header
@@ -124,6 +126,10 @@ def test_a_link_failure_ends_the_run_with_the_error_and_a_readable_file(tmp_path
     from astropix_hil.boards.nexys.link import open_link
 
     link = open_link("apxemu://?seed=1&mode=poisson&rate=20000&disconnect_after=50")
+    link.enable_readout()
+    deadline = time.monotonic() + 10
+    while link.read_status() & SpiConfig.READ_FIFO_EMPTY and time.monotonic() < deadline:
+        time.sleep(0.002)  # until the board has data, so that the run reads some
     path = tmp_path / "run.apx"
     result = DaqRun(link, ApxWriter(path), None, DaqOptions(idle_sleep=0)).run()
     assert result.stopped_by == "error"

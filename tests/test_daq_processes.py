@@ -135,16 +135,19 @@ def test_closing_the_pty_ends_the_daq_with_a_clear_error_and_a_closed_file(ns, t
     board, pty = start_board(ns, "--seed", "6", "--mode", "poisson", "--rate", "20000")
     daq = ns.apx_hil("daq", "--port", pty, "--duration", "60", "--out", str(out),
                      "--no-multicast", "--reply-timeout", "0.5", "--json",
+                     "--progress-interval", "0.2",
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    lines = Lines(daq)
+    lines.wait_for(r"readouts [1-9]")  # the DAQ is taking data
     board.kill()  # the pty's master side closes under the DAQ
     board.wait(timeout=TIMEOUT)
     start = time.monotonic()
-    daq_out, daq_err = daq.communicate(timeout=TIMEOUT)
+    daq.wait(timeout=TIMEOUT)
     assert time.monotonic() - start < 10
     assert daq.returncode == 1
+    daq_err = lines.text()
     assert f"{pty}: " in daq_err and "error" in daq_err
-    summary = json.loads(daq_out)
+    summary = json.loads(daq.stdout.read())
     assert summary["stopped_by"] == "error"
     with apx_open(out) as reader:  # complete, closed: no truncation warning
         assert len(list(reader)) == summary["readouts"] > 0

@@ -32,9 +32,18 @@ def recorded(n: int, gap_ns: int = 1_000_000) -> list[AstroPix4Readout]:
                              10**18 + i * gap_ns) for i in range(n)]
 
 
+def test_nothing_is_served_while_the_spi_master_is_held_in_reset():
+    board = ReplayBoard(recorded(2))
+    assert board.process(STATUS) == b"\x92"  # power-up: master in reset, FIFO empty
+    assert board.process(FIFO) == b"\xff" * 2048
+    board.process(write_request(Register.SPI_CONFIG, b"\x00"))
+    assert board.process(FIFO).rstrip(b"\xff") == recorded(2)[0].data()
+
+
 def test_readouts_come_at_their_recorded_pace_scaled():
     clock = Clock()
     board = ReplayBoard(recorded(3), speed=2.0, clock=clock)
+    board.release_spi_master()
     assert board.process(STATUS)[0] & SpiConfig.READ_FIFO_EMPTY == 0  # the first is due at 0
     assert board.process(FIFO)[:10] == recorded(3)[0].data()
     assert board.process(STATUS)[0] & SpiConfig.READ_FIFO_EMPTY  # next due at 0.5 ms
@@ -47,6 +56,7 @@ def test_readouts_come_at_their_recorded_pace_scaled():
 
 def test_as_fast_as_asked_with_the_full_bit_while_a_backlog_lasts():
     board = ReplayBoard(recorded(FULL_BACKLOG + 2))
+    board.release_spi_master()
     assert board.process(STATUS)[0] & SpiConfig.READ_FIFO_FULL
     served = [board.process(FIFO).rstrip(b"\xff") for _ in range(FULL_BACKLOG + 2)]
     assert served == [r.data() for r in recorded(FULL_BACKLOG + 2)]
@@ -57,8 +67,9 @@ def test_as_fast_as_asked_with_the_full_bit_while_a_backlog_lasts():
 def test_a_read_fifo_reset_drops_what_is_due_and_short_reads_cut():
     clock = Clock()
     board = ReplayBoard(recorded(5), speed=1.0, clock=clock)
+    board.release_spi_master()
     clock.now = 2_500_000  # three readouts due
-    board.process(write_request(Register.SPI_CONFIG, bytes([SpiConfig.READ_FIFO_RESET])))
+    board.process(write_request(Register.SPI_CONFIG, bytes([SpiConfig.READ_FIFO_RESET, 0])))
     assert board.stats.readouts_reset == 3 and board.stats.fifo_resets == 1
     assert board.truth_exact  # nothing served was cut yet
     clock.now = 10**9

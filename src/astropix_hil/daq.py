@@ -227,6 +227,8 @@ class DaqRun:
         stopped_by, error = "stop", None
         backlog: int | None = None
         try:
+            # A board holding its SPI readout in reset (the Nexys after power-up) sends nothing.
+            self.link.enable_readout()
             while not self.stop_event.is_set():
                 if opts.readouts is not None and self.readouts >= opts.readouts:
                     stopped_by = "readouts"

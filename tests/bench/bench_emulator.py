@@ -98,6 +98,7 @@ def bench_board_serving_reads(benchmark):
         now = [0]
         board = VirtualBoard.from_options(seed=1, mode="poisson", rate=2e6,
                                           clock=lambda: now[0], pull_interval=0)
+        board.release_spi_master()
         poll = read_request(Register.SPI_CONFIG, 1) + read_request(Register.SPI_READ_FIFO, 2048)
         for _ in range(5000):
             now[0] += 20_000

@@ -86,6 +86,10 @@ class BoardLink(ABC):
         """One readout buffer if the board has data, else None; never take more than
         ``limit`` readouts from the board (when the protocol reads ahead)."""
 
+    def enable_readout(self) -> bool:
+        """Make the board send readouts if it holds its readout in reset; True if it did."""
+        return False
+
     def take_pending(self) -> list[bytes]:
         """Readouts already taken from the board but not yet returned (read ahead)."""
         return []

@@ -25,8 +25,8 @@ from ..errors import ApxHilError
 
 #: Subcommand modules, in the order ``apx-hil --help`` lists them.
 COMMANDS = (
-    "daq", "board", "run_with_board", "ports", "emulate", "send", "recv", "monitor", "convert",
-    "info", "report", "scan", "import_log", "import_bin", "agent",
+    "daq", "configure", "board", "run_with_board", "ports", "emulate", "send", "recv",
+    "monitor", "convert", "info", "report", "scan", "import_log", "import_bin", "agent",
 )
 
 

@@ -40,6 +40,11 @@ def _finite(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    """Any finite number (``nan`` and ``inf`` refused)."""
+    return _finite(text)
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (seconds, rates)."""
     value = _finite(text)

@@ -55,7 +55,10 @@ def add_board_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed, default=0, help="emulator seed (default 0)")
     parser.add_argument("--rate", type=non_negative_float,
                         help="hit rate in Hz (default: the emulator's)")
-    parser.add_argument("--mode", help="hit source: injection or poisson (default: emulator's)")
+    parser.add_argument("--mode",
+                        help="chip: the configured chip, silent until the DAQ configures it "
+                             "(default); injection or poisson: a free-running chip that fires "
+                             "whatever its configuration (the default with --rate)")
     parser.add_argument("--anomalies", help="anomaly mix, see apx-hil emulate --help")
     parser.add_argument("--chips", help="number of chips in the daisy chain")
     parser.add_argument("--fifo-size", help="read FIFO size in bytes")
@@ -69,7 +72,11 @@ def add_board_options(parser: argparse.ArgumentParser) -> None:
                              "as the DAQ asks; default 1)")
     parser.add_argument("--truth", help="write the true hits of the reads served to this CSV "
                                         "(streamed as reads are served: flat memory)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --truth")
+    parser.add_argument("--pixel-table", metavar="CSV",
+                        help="with the configured chip: write each pixel's true threshold "
+                             "offset and noise (mV) to this CSV before serving")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite an existing --truth or --pixel-table")
     add_astep_board_options(parser)
 
 
@@ -116,8 +123,18 @@ def make_board(args: argparse.Namespace, truth: str | None = None):
             raise ApxHilError("--replay is for the nexys profile only")
         return make_astep_board(args)
     if args.replay:
-        return replay_board(args)
-    return VirtualBoard.from_options(seed=args.seed, truth=truth, **board_options(args))
+        board = replay_board(args)
+    else:
+        board = VirtualBoard.from_options(seed=args.seed, truth=truth, **board_options(args))
+    if args.pixel_table:
+        pixels = getattr(board.chip, "pixels", None) if not args.replay else None
+        if pixels is None:
+            raise ApxHilError("--pixel-table needs the configured chip (no --replay, --mode, "
+                              "--rate or other hit-source option)")
+        with atomic_output(args.pixel_table, args.force) as temporary, \
+                open(temporary, "w", encoding="utf-8") as stream:
+            pixels.write_table(stream)
+    return board
 
 
 def finish_board(board, args: argparse.Namespace, truth: str | None) -> dict:

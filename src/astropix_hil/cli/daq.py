@@ -17,17 +17,21 @@ from ..boards.astep.daqsetup import add_daq_options as add_astep_options
 from ..boards.astep.link import ASTEP_BAUDRATE
 from ..boards.astep.link import DEFAULT_REPLY_TIMEOUT as ASTEP_REPLY_TIMEOUT
 from ..boards.nexys.link import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, open_link
+from ..chipconfig import load_config, load_default, to_mapping
 from ..daq import DaqOptions, DaqRun, Progress, run_header
 from ..errors import ApxHilError
 from ..fileio import ApxWriter
 from ..outputfile import check_output
 from ..yamlfile import read_yaml
 from .argtypes import non_negative_float, positive_float, positive_int, ttl
+from .configure import add_options, apply, describe
 
 log = logging.getLogger(__name__)
 
-#: The embedded default board: the emulated chip in injection mode, in this process.
-DEFAULT_PORT = "apxemu://?seed=0&rate=100"
+#: The embedded default board: the emulated (configured) chip, in this process; the DAQ
+#: configures it with the bundled configuration and injects into DEFAULT_INJECT.
+DEFAULT_PORT = "apxemu://?seed=0"
+DEFAULT_INJECT = (0, 9)
 DEFAULT_MULTICAST = "239.1.1.1:5007"
 #: With the emulated board, multicast stays on this host unless an interface is given.
 EMULATOR_INTERFACE = "127.0.0.1"
@@ -83,7 +87,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument("--readouts", type=positive_int, help="stop after N readouts")
     stop.add_argument("--duration", type=positive_float, help="stop after S seconds")
-    parser.add_argument("--config", help="chip configuration YAML to store in the header")
+    add_options(parser, config_help="configure the chip with this YAML file (team's v4 "
+                                    "schema) before taking data; stored in the header. "
+                                    "Default: with the emulated board, the bundled "
+                                    "default_v4.yml injecting into row 0, column 9; with a "
+                                    "real board, the chip is left as it is")
+    parser.add_argument("--no-configure", action="store_true",
+                        help="do not configure the chip (another tool did); only release the "
+                             "SPI readout if the board holds it in reset")
     net = parser.add_argument_group("multicast")
     net.add_argument("--multicast", type=group_and_port, default=DEFAULT_MULTICAST,
                      metavar="GROUP:PORT", help=f"where to send (default {DEFAULT_MULTICAST})")
@@ -122,6 +133,23 @@ def read_config(path: str) -> dict[str, Any]:
     return content
 
 
+def prepare_chip(link, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Configure the chip as ``args`` say (see ``--config``, ``--no-configure``); return the
+    configuration sent and what was set (for the header), or None if none was sent."""
+    emulated = args.port.startswith("apxemu:")
+    if args.no_configure or (args.config is None and not emulated):
+        if link.enable_readout():
+            print("apx-hil daq: SPI readout released (the chip was not configured)",
+                  file=sys.stderr)
+        return None
+    config = load_config(args.config) if args.config else load_default()
+    if args.config is None and args.inject is None:
+        args.inject = DEFAULT_INJECT
+    report = apply(link, config, args)
+    print(f"apx-hil daq: configured: {describe(report)}", file=sys.stderr, flush=True)
+    return {**to_mapping(report.config), "startup": report.summary()}
+
+
 def _make_sender(args: argparse.Namespace, header: dict[str, Any]):
     if args.no_multicast:
         return None
@@ -137,25 +165,31 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or time.strftime("apx_%Y%m%d_%H%M%S.apx", time.gmtime())
     # Written in place, not renamed at the end: every readout must survive a crash of the DAQ.
     check_output(out, force=args.force, inputs=[args.config] if args.config else [])
-    configuration = read_config(args.config) if args.config else None
     astep = args.profile == "astep"
     args.port = args.port or (ASTEP_DEFAULT_PORT if astep else DEFAULT_PORT)
     args.baudrate = args.baudrate or (ASTEP_BAUDRATE if astep else DEFAULT_BAUDRATE)
     args.reply_timeout = args.reply_timeout or (ASTEP_REPLY_TIMEOUT if astep
                                                 else DEFAULT_REPLY_TIMEOUT)
+    configures = bool(args.config) and not args.no_configure and not astep
+    if configures:
+        load_config(args.config)  # a bad file fails before the board is touched
+    configuration = read_config(args.config) if args.config and not configures else None
     args.interface = send_interface(args.interface, args.port)
-    options = {k: v for k, v in vars(args).items() if k not in ("run", "verbose")}
-    options["multicast"] = None if args.no_multicast else "{}:{}".format(*args.multicast)
-    header = run_header(args.port, options, configuration)
     profile: dict[str, Any] = {}
+    profile_header: dict[str, Any] = {}
     if astep:
         link, info = astep_setup.open_run(args)
-        header.update(astep_setup.header_fields(info))
+        profile_header = astep_setup.header_fields(info)
         profile = {"make_readout": astep_setup.readout_factory(info),
                    "count_hits": astep_setup.hit_counter(info)}
     else:
         link = open_link(args.port, baudrate=args.baudrate, reply_timeout=args.reply_timeout)
     try:
+        sent = None if astep else prepare_chip(link, args)
+        options = {k: v for k, v in vars(args).items() if k not in ("run", "verbose")}
+        options["multicast"] = None if args.no_multicast else "{}:{}".format(*args.multicast)
+        header = run_header(args.port, options, sent if sent is not None else configuration)
+        header.update(profile_header)
         writer = ApxWriter(out, header)
         try:
             # Heartbeats carry the file's own header: a late monitor knows exactly the run.

@@ -7,8 +7,12 @@ import sys
 from contextlib import ExitStack
 
 from .. import __version__
+from ..chipconfig import PatternGenerator, StartupOptions, load_config
+from ..chipconfig.sequence import final_configuration
 from ..emulator import Anomalies, Emulator, EmulatorConfig, TotDistribution, write_run
-from ..emulator.config import MODES
+from ..emulator.chipmodel import ConfiguredSource
+from ..emulator.config import MODES, ChipConfig
+from ..emulator.pixels import PixelModel
 from ..errors import EmulatorConfigError
 from ..outputfile import OutputError, atomic_output, same_file
 from .argtypes import (
@@ -18,6 +22,7 @@ from .argtypes import (
     positive_int,
     seed,
 )
+from .configure import add_options
 
 ANOMALY_HELP = ("anomalies, per hit: KIND=P[,KIND=P...] with P a probability, a bare KIND "
                 "forces it (P=1), 'all' or 'all=P' sets every kind (default P 0.05), 'none' "
@@ -120,7 +125,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--start-ns", type=non_negative_int, metavar="NS",
                         help="host time (ns since the epoch) of chip time 0, for readout "
                              "timestamps (default 2025-07-23 07:25:36 UTC)")
+    chip = parser.add_argument_group(
+        "configured chip", "with --config, the chip obeys a configuration (comparators, "
+        "injection, threshold) as behind the virtual board; --mode, --rate and the pixel "
+        "options then do not apply")
+    add_options(chip, config_help="chip configuration YAML (team's v4 schema) the chip runs")
+    chip.add_argument("--pixel-table", metavar="CSV",
+                      help="write each pixel's true threshold offset and noise (mV) here")
     parser.set_defaults(run=run)
+
+
+def configured_config(args: argparse.Namespace) -> tuple[EmulatorConfig, PixelModel]:
+    """The emulator configuration of the configured chip running ``--config``."""
+    options = StartupOptions(threshold_mv=args.threshold, inject=args.inject,
+                             vinj_mv=args.vinj)
+    config = final_configuration(load_config(args.config), options)
+    generator = None
+    if args.inject is not None:
+        generator = (PatternGenerator.for_period(args.period, cycle=args.pulses)
+                     if args.period is not None else PatternGenerator(cycle=args.pulses))
+    pixels = PixelModel(seed=args.seed)
+    source = ConfiguredSource(config, generator, pixels)
+    extra = {} if args.start_ns is None else {"start_ns": args.start_ns}
+    return EmulatorConfig((ChipConfig(0, source),), args.anomalies, args.read_size,
+                          round(args.poll_interval * 1e6), args.counter_phase,
+                          **extra), pixels
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -140,9 +169,18 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    if args.truth and same_file(args.truth, args.out):
-        raise OutputError(f"--out and --truth are one file ({args.out}); give two names")
+    pixels = None
+    if args.config:
+        config, pixels = configured_config(args)
+    elif args.pixel_table or args.inject or args.threshold is not None:
+        raise EmulatorConfigError("--inject, --threshold and --pixel-table need --config")
+    else:
+        config = config_from_args(args)
+    outputs_given = [path for path in (args.out, args.truth, args.pixel_table) if path]
+    for index, path in enumerate(outputs_given):
+        for other in outputs_given[index + 1:]:
+            if same_file(path, other):
+                raise OutputError(f"{path} is one file for two outputs; give each its own name")
     emulator = Emulator(config, args.seed)
     header = {"emulator": {"version": __version__, "seed": args.seed,
                            "config": config.describe()}}
@@ -155,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
             summary = write_run(out, runs, header, truth)
         else:
             summary = write_run(out, runs, header)
+        if pixels is not None and args.pixel_table:
+            table = outputs.enter_context(atomic_output(args.pixel_table, args.force))
+            with open(table, "w", encoding="utf-8") as stream:
+                pixels.write_table(stream)
     print(f"{summary.readouts} readouts written to {args.out}; {summary.hits} hits in the "
           f"truth{f' ({args.truth})' if args.truth else ''}; {summary.truncated} truncated "
           f"and {summary.split_lost} split hits dropped", file=sys.stderr)

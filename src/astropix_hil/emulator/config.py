@@ -261,7 +261,7 @@ class EmulatorConfig:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items() if not k.startswith("_")}
+        return {str(k): _jsonable(v) for k, v in value.items() if not str(k).startswith("_")}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value

@@ -24,14 +24,16 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ...emulator.chipmodel import ConfiguredChip
 from ...emulator.chipstream import ChipStream
 from ...emulator.config import EmulatorConfig
 from ...emulator.layout import Fate, Layout
+from ...emulator.pixels import PixelModel
 from ...errors import EmulatorConfigError, EmulatorError
 from ...fmt import HIT_DTYPE, PADDING_BYTE
 from ...hitcsv import write_hits_csv
 from ..truth import TruthStore, TruthTarget
-from .registers import RESETS_READ_FIFO, NexysRegisters, RegisterStats
+from .registers import NexysRegisters, RegisterStats
 
 log = logging.getLogger(__name__)
 
@@ -257,17 +259,35 @@ class VirtualBoard(NexysRegisters):
         1 ms), ``truth`` (see the class) and any option of
         :meth:`astropix_hil.emulator.EmulatorConfig.build` (``mode``, ``rate``, ``anomalies``,
         ``chips``, ``chunk_hits`` (default :data:`REALTIME_CHUNK_HITS`), ...). Bad options
-        raise :class:`~astropix_hil.errors.EmulatorConfigError` (a ValueError) naming them."""
+        raise :class:`~astropix_hil.errors.EmulatorConfigError` (a ValueError) naming them.
+
+        Without hit-source options (or with ``mode=chip``) the chip is the configured chip
+        (:class:`~astropix_hil.emulator.chipmodel.ConfiguredChip`): silent until the DAQ
+        configures it, options :data:`PIXEL_OPTIONS`. With them (``mode=injection``,
+        ``mode=poisson``, ``rate=...``) it is the free-running chip, which fires whatever it
+        is sent. Either way the register file is the firmware's: nothing reaches the read
+        FIFO until the DAQ releases the SPI master."""
         seed_value = _integer("seed", seed)
         size = _integer("fifo_size", fifo_size)
-        config = EmulatorConfig.from_strings({"chunk_hits": REALTIME_CHUNK_HITS, **options})
         try:
             every = float(pull_interval)
         except ValueError:
             raise EmulatorConfigError(f"pull_interval={pull_interval!r}: not a number of "
                                       f"seconds") from None
+        mode = options.get("mode")
+        if mode == CHIP_MODE or (mode is None and not set(options) & FREE_RUNNING_OPTIONS):
+            return cls(configured_chip(seed_value, options), fifo_size=size, clock=clock,
+                       pull_interval=every, truth=truth)
+        config = EmulatorConfig.from_strings({"chunk_hits": REALTIME_CHUNK_HITS, **options})
         return cls(ChipStream(config, seed_value), fifo_size=size, clock=clock,
                    pull_interval=every, truth=truth)
+
+    def _chip_write(self, register: int, data: bytes) -> None:
+        write = getattr(self.chip, "write", None)
+        if write is not None:
+            self._next_pull = self.clock()  # hits up to now were made under the old settings
+            self._pull()
+            write(register, data, self.clock() - self._t0)
 
     # -- the read FIFO (the register file is NexysRegisters') ----------------------------
 
@@ -328,7 +348,7 @@ class VirtualBoard(NexysRegisters):
         self._next_pull = now + self._pull_every
         chip_now = now - self._t0
         while True:
-            if self._config & RESETS_READ_FIFO or self._fifo_full():
+            if self.transfers_blocked or self._fifo_full():
                 # Every frame would be dropped: whole windows are counted, not generated.
                 self._count_lost(*self.chip.skip_until(chip_now))
             # A window at a time: the FIFO may fill up during a long backlog.
@@ -341,7 +361,7 @@ class VirtualBoard(NexysRegisters):
         """Account for frames the FIFO could not take (full, or held in reset)."""
         stats = self.stats
         stats.hits_generated += hits
-        if self._config & RESETS_READ_FIFO:
+        if self.transfers_blocked:
             stats.discarded_frames += frames
             stats.discarded_hits += hits
         else:
@@ -352,7 +372,7 @@ class VirtualBoard(NexysRegisters):
     def _accept(self, layout: Layout) -> None:
         hits = len(layout.hits)
         self.stats.hits_generated += hits
-        if self._config & RESETS_READ_FIFO:
+        if self.transfers_blocked:
             self.stats.discarded_frames += layout.n_frames
             self.stats.discarded_hits += hits
             return
@@ -415,6 +435,34 @@ class VirtualBoard(NexysRegisters):
         truth's hit count."""
         self._truth.close()
         return self._truth.count
+
+
+#: ``mode`` of the configured chip (the default of a board without hit-source options).
+CHIP_MODE = "chip"
+#: Options that make a free-running chip (it fires whatever its configuration).
+FREE_RUNNING_OPTIONS = frozenset({"rate", "pixel", "hot_pixels", "tot", "jitter_ns", "chips",
+                                  "chip_ids", "rows", "cols", "anomalies", "ts_neg1",
+                                  "ts_neg2", "ts_tdc1", "ts_tdc2", "counter_phase"})
+#: Options of the configured chip's front end (:class:`~astropix_hil.emulator.pixels.PixelModel`).
+PIXEL_OPTIONS = ("threshold_spread_mv", "noise_mv", "noise_spread_mv", "noise_rate_hz",
+                 "injection_gain")
+
+
+def configured_chip(seed: int, options: dict[str, Any]) -> ConfiguredChip:
+    """The configured chip from board options (``mode=chip`` and :data:`PIXEL_OPTIONS`)."""
+    unknown = sorted(set(options) - {"mode", *PIXEL_OPTIONS})
+    if unknown:
+        raise EmulatorConfigError(f"option(s) {', '.join(unknown)} do not apply to the "
+                                  f"configured chip (mode=chip; its options: "
+                                  f"{', '.join(PIXEL_OPTIONS)})")
+    values = {}
+    for name in PIXEL_OPTIONS:
+        if name in options:
+            try:
+                values[name] = float(options[name])
+            except (TypeError, ValueError):
+                raise EmulatorConfigError(f"{name}={options[name]!r}: not a number") from None
+    return ConfiguredChip(seed, PixelModel(seed=seed, **values))
 
 
 def _integer(name: str, value: int | str) -> int:

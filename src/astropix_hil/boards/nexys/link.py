@@ -193,6 +193,16 @@ class NexysLink(BoardLink):
         self._ready.clear()
         return pending
 
+    def enable_readout(self) -> bool:
+        """Release the SPI master if the board holds it in reset (0x15 bit 7, set at
+        power-up), as the team's ``enable_spi`` does; True if it was held."""
+        status = self.read_status()
+        if not status & SpiConfig.SPI_MODULE_RESET:
+            return False
+        stored = status & ~SPI_CONFIG_READ_ONLY & ~SpiConfig.SPI_MODULE_RESET
+        self.write_register(Register.SPI_CONFIG, int(stored))
+        return True
+
     def reset_fifos(self) -> None:
         """Reset both SPI FIFOs (pulse the reset bits of the config register)."""
         config = self.read_status() & ~SPI_CONFIG_READ_ONLY

@@ -6,7 +6,8 @@ order, with new ids and timestamps. Readouts become available at their recorded 
 ``speed`` (``math.inf``: as fast as they are asked for), which makes it the load generator of
 the DAQ benchmarks, where the chip model's own cost must not count.
 
-It has the virtual board's register file (:class:`~.registers.NexysRegisters`);
+It has the virtual board's register file (:class:`~.registers.NexysRegisters`), so it serves
+nothing until the DAQ releases the SPI master;
 its read FIFO holds the readouts due: SPI config bit 4 (read FIFO empty) is clear while one is
 due, bit 5 (full) is set while 16 or more are; a read of the SPI read FIFO returns the next one
 padded with ``0xff`` (one readout per read; a read shorter than the readout gets its first
@@ -74,10 +75,15 @@ class ReplayBoard(NexysRegisters):
         read shorter than a readout cuts it (``stats.bytes_cut``) and makes it false for good."""
         return self.stats.bytes_cut == 0
 
-    def _available(self) -> bool:
+    def _due_now(self) -> bool:
         if self._next >= len(self._readouts):
             return False
         return self._clock() - self._start >= self._due[self._next]
+
+    def _available(self) -> bool:
+        # As on the firmware, nothing reaches the read FIFO while the SPI master or the read
+        # FIFO is held in reset; readouts falling due meanwhile wait (the chip holds them).
+        return not self.transfers_blocked and self._due_now()
 
     def _backlog(self) -> int:
         """Readouts due now (at most FULL_BACKLOG are counted)."""
@@ -96,7 +102,7 @@ class ReplayBoard(NexysRegisters):
         return self._backlog() >= FULL_BACKLOG
 
     def _reset_read_fifo(self) -> None:
-        while self._available():
+        while self._due_now():
             self._next += 1
             self.stats.readouts_reset += 1
         self.stats.exhausted = self._next >= len(self._readouts)
