@@ -199,7 +199,7 @@ def _runner(name: str, spec: dict[str, Any], workdir: str, outdir: str) -> Runne
     if spec["kind"] == "local":
         return LocalRunner(outdir)
     if spec["kind"] == "ssh":
-        return SshRunner(_argv(access["ssh"], _Path(name)), workdir, outdir)
+        return SshRunner(_argv(access["ssh"], _Path(name)), workdir, outdir, spec["python"])
     try:
         token = load_token(os.path.expanduser(str(access["token_file"])))
     except Exception as exc:

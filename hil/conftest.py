@@ -38,6 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_REPORT] = HilReport()
     config.stash[_CASES] = {}
     config.addinivalue_line("markers", "case(name): the HIL case a test implements (report)")
+    config.addinivalue_line("markers", "netns_only: a self-test of the suite that needs the CI "
+                                       "namespaces (deselected with --bench)")
 
 
 def _case_order(item: pytest.Item) -> int:
@@ -48,9 +50,14 @@ def _case_order(item: pytest.Item) -> int:
     return int(number) if number.isdigit() else 99
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The network checks, then the cases in their numbers' order, then bench mode.
     items.sort(key=_case_order)
+    if config.getoption("--bench"):
+        lab_only = [item for item in items if item.get_closest_marker("netns_only")]
+        if lab_only:
+            config.hook.pytest_deselected(items=lab_only)
+            items[:] = [item for item in items if item not in lab_only]
 
 
 @pytest.fixture(scope="session")

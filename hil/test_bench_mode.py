@@ -1,11 +1,14 @@
-"""Bench mode: the same cases, driven through a bench config file.
+"""Bench mode: every case, driven through a bench config file, over real SSH and the agent.
 
-In CI this describes part of the namespace topology as a bench would be described: the DAQ
-host and one monitor reached through ``apx-hil agent`` (started here, listening on their LAN
-address only), one monitor through an SSH-like command, the switch through another, and the
-controller itself as a ``local`` monitor. It then runs case 1 with ``pytest --bench`` from the
-controller host, on the LAN like a bench's control machine, and checks that case's report. At
-a bench, it runs case 1 again through the bench's own config file.
+In CI the namespaces of the run become a "lab": each host runs a real OpenSSH server (keys
+made for this run), the controller host ``ctl`` reaches every host by unicast (through the
+router and the dual host, as a lab's control network would), and a bench config in the
+format a user writes (``hil/bench.example.yml``) describes them. The suite then runs again,
+from ``ctl``, with ``--bench``: the network checks and the seven cases, once with every host
+reached over SSH and once through ``apx-hil agent``. The nested runs see only a bench: their
+topology is read from the file, and no case knows that the machines are namespaces.
+
+At a bench (``--bench FILE``), case 1 runs again through the bench's own file.
 """
 
 from __future__ import annotations
@@ -13,103 +16,245 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 
 import pytest
+import yaml
 
-from .runners import first_line
+from . import netns
+from .runners import Completed, LocalRunner, first_line
+from .sshd import SshServers
 from .topology import Host, Topology
 
 pytestmark = pytest.mark.case("bench mode")
 
 HIL_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HIL_DIR)
+#: The network checks and the seven cases: what a bench user runs.
+CASE_FILES = ("test_topology.py", "test_fanout.py", "test_join_leave.py", "test_loss.py",
+              "test_overload.py", "test_scope.py", "test_restart.py", "test_bad_traffic.py")
+CASES = ("0 network", "1 fan-out", "2 join and leave", "3 loss", "4 overload", "5 scope",
+         "6 restart", "7 bad traffic")
+#: Hosts of the lab (namespaces of the CI topology), and the switch's namespace.
+LAB_HOSTS = ("daq", "m1", "m2", "m3", "far", "dual", "peer", "rogue")
+SWITCH = "sw"
+#: Unicast routes that let the controller (``ctl``) reach the hosts on the other subnets.
+CONTROL_ROUTES = (("ctl", f"{netns.FAR_NET}", "198.18.0.1"),
+                  ("ctl", f"{netns.ALT_NET}", "198.18.0.20"),
+                  ("far", f"{netns.LAN}", "198.18.1.1"),
+                  ("peer", f"{netns.LAN}", "198.18.2.20"))
+FORWARDERS = ("router", "dual")
+NESTED_TIMEOUT = 600.0
 
 
-def _agent(host: Host, token_file: str) -> str:
-    """Start an agent on ``host`` listening on its LAN address; return ADDR:PORT."""
-    workdir = host.path("agent")
-    host.run(["mkdir", "-p", workdir]).check(host.name)
-    proc = host.spawn(host.apx("agent", "--listen", f"{host.address()}:0", "--token-file",
-                               token_file, "--workdir", workdir), "agent")
-    line = first_line(proc, 30.0)
-    assert line.startswith(f"listening on {host.address()}:"), line
-    return line.split()[-1]
+def _sysctl(namespace: str, value: int) -> None:
+    netns._cmd(["ip", "netns", "exec", namespace, "sysctl", "-q", "-w",
+                f"net.ipv4.ip_forward={value}"])
+
+
+@pytest.fixture(scope="module")
+def control_network(topology: Topology) -> Iterator[None]:
+    """Unicast between ``ctl`` and every host of the lab (removed after this module)."""
+    names = topology.namespaces
+    done: list[tuple[str, str, str]] = []
+    try:
+        for ns in FORWARDERS:
+            _sysctl(names[ns], 1)
+        for host, net, via in CONTROL_ROUTES:
+            netns._cmd(["ip", "-n", names[host], "route", "add", net, "via", via])
+            done.append((host, net, via))
+        yield
+    finally:
+        for host, net, via in reversed(done):
+            netns._cmd(["ip", "-n", names[host], "route", "del", net, "via", via], check=False)
+        for ns in FORWARDERS:
+            _sysctl(names[ns], 0)
+
+
+@pytest.fixture(scope="module")
+def ssh_lab(topology: Topology, control_network: None) -> Iterator[SshServers]:
+    """An OpenSSH server on every host of the lab and on the switch, keys of this run."""
+    servers = SshServers()
+    try:
+        for name in LAB_HOSTS:
+            servers.start(name, topology.namespaces[name], topology.hosts[name].address())
+        servers.start(SWITCH, topology.namespaces[SWITCH], netns.BRIDGE_ADDR)
+        yield servers
+    finally:
+        servers.stop_masters()
+        servers.close()
 
 
 def _iface(host: Host) -> dict:
-    i = host.iface()
-    return {"lan": {"device": i.name, "address": str(i.address)}}
+    return {i.label: {"device": i.name, "address": str(i.address)}
+            for i in host.interfaces.values()}
 
 
-def _netns_bench(lab: Topology, workdir: str) -> tuple[Host, str]:
-    """A bench config describing namespaces of ``lab``; return the controller and its path."""
+def lab_config(lab: Topology, access: dict[str, dict], groups: str, workdir: str,
+               description: str) -> dict:
+    """A bench config (the user's format) describing the lab, each host reached by
+    ``access[host]``."""
+    hosts = {name: {"access": access[name], "interfaces": _iface(lab.hosts[name]),
+                    "capabilities": ["nft", "quiet"]} for name in LAB_HOSTS}
+    hosts[SWITCH] = {"access": access[SWITCH]}
+    bridge = lab.switch.ports  # type: ignore[attr-defined]
+    return {
+        "topology": description,
+        "groups": groups,
+        "port": 5007,
+        "workdir": os.path.join(workdir, "hosts"),
+        "apx_hil": [sys.executable, "-m", "astropix_hil"],
+        "python": [sys.executable],
+        "board": {"kind": "emulator"},
+        "switch": {"kind": "linux-bridge", "host": SWITCH, "bridge": "br0",
+                   "ports": {port: host for port, host in bridge.items() if host in hosts}},
+        "hosts": hosts,
+        "roles": {"daq": "daq", "monitors": ["m1", "m2", "m3"], "far": "far", "dual": "dual",
+                  "dual_peer": "peer", "rogue": "rogue"},
+    }
+
+
+def write_config(config: dict, workdir: str, name: str) -> str:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, name)
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write("# Written by hil/test_bench_mode.py: the CI lab as a bench.\n")
+        yaml.safe_dump(config, stream, sort_keys=False)
+    return path
+
+
+def nested_run(controller: Host, config: str, workdir: str, files=CASE_FILES,
+               extra: tuple[str, ...] = (), timeout: float = NESTED_TIMEOUT
+               ) -> tuple[Completed, str, str]:
+    """``pytest --bench config`` on the controller host; return its result and the paths of
+    its JSON report and JUnit XML."""
+    report = os.path.join(workdir, "report.json")
+    junit = os.path.join(workdir, "junit.xml")
+    env_free = ["env", "-u", "APX_HIL_BENCH", "-u", "APX_HIL_REPORT", "-u", "PYTEST_ADDOPTS"]
+    done = controller.run([*env_free, sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                           "-q", "--rootdir", ROOT, *(os.path.join(HIL_DIR, f) for f in files),
+                           "--bench", config, "--hil-report", report, "--junitxml", junit,
+                           *extra], timeout=timeout)
+    return done, report, junit
+
+
+def _output(done: Completed) -> str:
+    return (done.stdout + done.stderr).decode("utf-8", "replace")
+
+
+def check_full_run(done: Completed, report_path: str, case) -> dict:
+    """Every case of the nested run passed, as its report says; return the report."""
+    assert done.returncode == 0, _output(done)[-6000:]
+    with open(report_path, encoding="utf-8") as stream:
+        nested = json.load(stream)
+    assert nested["topology"].startswith("bench: ")
+    outcomes = {}
+    for entry in nested["cases"]:
+        outcomes.setdefault(entry["case"], set()).add(entry["outcome"])
+    assert set(outcomes) == set(CASES), outcomes
+    assert all(o == {"passed"} for o in outcomes.values()), outcomes
+    fanout = next(c for c in nested["cases"] if c["case"] == "1 fan-out")
+    assert [m["host"] for m in fanout["monitors"]] == ["m1", "m2", "m3"]
+    for monitor in fanout["monitors"]:
+        assert monitor["received"] == monitor["sent"] > 0 and monitor["lost"] == 0
+    case.notes.append(f"nested bench run ({nested['topology']}): {len(nested['cases'])} tests "
+                      f"passed, {sum(c['duration_s'] for c in nested['cases']):.0f} s")
+    return nested
+
+
+def _agent(host: Host, token_file: str) -> str:
+    """Start an agent on ``host`` listening on its first address; return ADDR:PORT."""
+    workdir = host.path("agent")
+    host.run(["mkdir", "-p", workdir]).check(host.name)
+    address = next(iter(host.interfaces.values())).ip if host.interfaces else \
+        netns.BRIDGE_ADDR
+    proc = host.spawn(host.apx("agent", "--listen", f"{address}:0", "--token-file",
+                               token_file, "--workdir", workdir), "agent")
+    line = first_line(proc, 30.0)
+    assert line.startswith(f"listening on {address}:"), line
+    return line.split()[-1]
+
+
+def _token(workdir: str) -> str:
+    os.makedirs(workdir, exist_ok=True)
     token = os.path.join(workdir, "agent-token")
     fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as stream:
         stream.write(os.urandom(32).hex() + "\n")
-    daq, m1, m2 = lab.daq, lab.monitors[0], lab.monitors[1]
-    ctl = lab.hosts["ctl"]
-
-    def ssh_like(namespace: str) -> list[str]:
-        # What ssh does: run one shell command line on the other side.
-        return ["ip", "netns", "exec", namespace, "sh", "-c"]
-
-    python = [sys.executable]
-    config = {
-        "topology": "CI namespaces described as a bench (agents, ssh-like, local)",
-        "groups": "239.19.0.0/16",
-        "workdir": os.path.join(workdir, "hosts"),
-        "apx_hil": [sys.executable, "-m", "astropix_hil"],
-        "python": python,
-        "board": {"kind": "emulator"},
-        "switch": {"kind": "linux-bridge", "host": "switch", "bridge": "br0",
-                   "ports": {f"p-{h}": h for h in ("daq", "m1", "m2", "ctl")}},
-        "hosts": {
-            "daq": {"access": {"agent": _agent(daq, token), "token_file": token},
-                    "interfaces": _iface(daq), "capabilities": ["nft", "quiet"]},
-            "m1": {"access": {"agent": _agent(m1, token), "token_file": token},
-                   "interfaces": _iface(m1), "capabilities": ["nft", "quiet"]},
-            "m2": {"access": {"ssh": ssh_like(lab.namespaces["m2"])},
-                   "interfaces": _iface(m2), "capabilities": ["nft", "quiet"]},
-            "ctl": {"access": {"local": True}, "interfaces": _iface(ctl)},
-            "switch": {"access": {"ssh": ssh_like(lab.namespaces["sw"])}},
-        },
-        "roles": {"daq": "daq", "monitors": ["m1", "m2", "ctl"]},
-    }
-    path = os.path.join(workdir, "bench.yml")
-    with open(path, "w", encoding="utf-8") as stream:
-        json.dump(config, stream, indent=2)  # JSON is YAML
-    return ctl, path
+    return token
 
 
-def test_case_1_runs_from_a_bench_config(lab: Topology, case, tmp_path) -> None:
-    workdir = lab.hosts["ctl"].path("nested") if lab.kind == "netns" else str(tmp_path)
-    os.makedirs(workdir, exist_ok=True)
+@pytest.mark.netns_only
+def test_every_case_runs_over_real_ssh(lab: Topology, case, ssh_lab: SshServers) -> None:
+    controller = lab.hosts["ctl"]
+    workdir = controller.path("bench-ssh")
+    access = {name: {"ssh": ssh_lab.command(name)} for name in (*LAB_HOSTS, SWITCH)}
+    config = write_config(lab_config(lab, access, "239.19.0.0/16", workdir,
+                                      "CI lab over SSH: namespaces, each an OpenSSH server"),
+                          workdir, "bench.yml")
+    done, report, _ = nested_run(controller, config, workdir)
+    check_full_run(done, report, case)
+
+
+@pytest.mark.netns_only
+def test_every_case_runs_through_the_agent(lab: Topology, case) -> None:
+    controller = lab.hosts["ctl"]
+    workdir = controller.path("bench-agent")
+    token = _token(workdir)
+    hosts = {name: lab.hosts[name] for name in LAB_HOSTS}
+    hosts[SWITCH] = lab.switch.host  # type: ignore[attr-defined]
+    access = {name: {"agent": _agent(host, token), "token_file": token}
+              for name, host in hosts.items()}
+    config = write_config(lab_config(lab, access, "239.20.0.0/16", workdir,
+                                      "CI lab through apx-hil agent"), workdir, "bench.yml")
+    done, report, _ = nested_run(controller, config, workdir)
+    check_full_run(done, report, case)
+
+
+def test_case_1_runs_from_the_bench_config(lab: Topology, case, tmp_path) -> None:
+    """At a bench: case 1 again, through the bench's own file, from this machine."""
     if lab.kind == "netns":
-        controller, config = _netns_bench(lab, workdir)
-        run = controller.run
+        # In CI the lab runs above; here: the controller as a local monitor beside agents
+        # and an ssh-like command (`ip netns exec NS sh -c LINE`, what ssh does).
+        workdir = lab.hosts["ctl"].path("bench-mixed")
+        token = _token(workdir)
+
+        def ssh_like(namespace: str) -> list[str]:
+            return ["ip", "netns", "exec", namespace, "sh", "-c"]
+
+        hosts = {
+            "daq": {"access": {"agent": _agent(lab.daq, token), "token_file": token},
+                    "interfaces": _iface(lab.daq), "capabilities": ["nft", "quiet"]},
+            "m1": {"access": {"ssh": ssh_like(lab.namespaces["m1"])},
+                   "interfaces": _iface(lab.monitors[0])},
+            "m2": {"access": {"ssh": ssh_like(lab.namespaces["m2"])},
+                   "interfaces": _iface(lab.monitors[1])},
+            "ctl": {"access": {"local": True}, "interfaces": _iface(lab.hosts["ctl"])},
+            SWITCH: {"access": {"ssh": ssh_like(lab.namespaces[SWITCH])}},
+        }
+        config = write_config({
+            "topology": "CI namespaces described as a bench (agent, ssh-like, local)",
+            "groups": "239.21.0.0/16", "workdir": os.path.join(workdir, "hosts"),
+            "apx_hil": [sys.executable, "-m", "astropix_hil"], "python": [sys.executable],
+            "switch": {"kind": "linux-bridge", "host": SWITCH, "bridge": "br0",
+                       "ports": {f"p-{h}": h for h in ("daq", "m1", "m2", "ctl")}},
+            "hosts": hosts, "roles": {"daq": "daq", "monitors": ["m1", "m2", "ctl"]}},
+            workdir, "bench.yml")
+        done, report, _ = nested_run(lab.hosts["ctl"], config, workdir, ("test_fanout.py",))
     else:
         assert lab.source is not None
-        config = lab.source
-        from .runners import LocalRunner
-
-        run = LocalRunner(str(tmp_path)).run
-    report = os.path.join(workdir, "report.json")
-    env_free = ["env", "-u", "APX_HIL_BENCH", "-u", "APX_HIL_REPORT"]
-    done = run([*env_free, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-                "--rootdir", ROOT, os.path.join(HIL_DIR, "test_fanout.py"),
-                "--bench", config, "--hil-report", report], timeout=300)
-    output = (done.stdout + done.stderr).decode("utf-8", "replace")
-    assert done.returncode == 0, output[-4000:]
+        workdir = str(tmp_path)
+        runner = LocalRunner(workdir)
+        env_free = ["env", "-u", "APX_HIL_BENCH", "-u", "APX_HIL_REPORT"]
+        report = os.path.join(workdir, "report.json")
+        done = runner.run([*env_free, sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                           "-q", "--rootdir", ROOT, os.path.join(HIL_DIR, "test_fanout.py"),
+                           "--bench", lab.source, "--hil-report", report], timeout=300)
+    assert done.returncode == 0, _output(done)[-4000:]
     with open(report, encoding="utf-8") as stream:
         nested = json.load(stream)
     (fanout,) = nested["cases"]
-    assert nested["topology"].startswith("bench: ")
     assert (fanout["case"], fanout["outcome"]) == ("1 fan-out", "passed")
-    assert len(fanout["monitors"]) == 3
     for monitor in fanout["monitors"]:
-        assert monitor["received"] == monitor["sent"] > 0
-        assert monitor["lost"] == 0
-    case.notes.append(f"nested bench run: {fanout['monitors'][0]['received']} readouts to "
-                      f"each of {[m['host'] for m in fanout['monitors']]} "
-                      f"({fanout['duration_s']:.1f} s)")
+        assert monitor["received"] == monitor["sent"] > 0 and monitor["lost"] == 0
+
