@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 import yaml
 
+from astropix_hil import __version__
+
 from . import netns
-from .runners import Completed, LocalRunner, first_line
+from .lease import Lease, LeaseHeld, lease_path
+from .runners import Completed, LocalRunner, SshRunner, first_line
 from .sshd import SshServers
-from .topology import Host, Topology
+from .topology import Cleanups, Host, Topology, wait_for
 
 pytestmark = pytest.mark.case("bench mode")
 
@@ -263,3 +269,144 @@ def test_case_1_runs_from_the_bench_config(lab: Topology, case, tmp_path) -> Non
     for monitor in fanout["monitors"]:
         assert monitor["received"] == monitor["sent"] > 0 and monitor["lost"] == 0
 
+
+
+# ------------------------------------------------------------------------------------------
+# Preflight and leases, against the SSH lab
+
+
+def _ssh_config(lab: Topology, ssh_lab: SshServers, workdir: str, groups: str) -> dict:
+    access = {name: {"ssh": ssh_lab.command(name)} for name in (*LAB_HOSTS, SWITCH)}
+    return lab_config(lab, access, groups, workdir, "CI lab over SSH")
+
+
+def _lease_files(config: dict) -> list[str]:
+    # The lab's hosts share this machine's file system: their lease files are right here.
+    base = config["workdir"]
+    return sorted(n for n in os.listdir(base) if n.endswith(".lease")) \
+        if os.path.isdir(base) else []
+
+
+def _ssh_host(lab: Topology, ssh_lab: SshServers, name: str, workdir: str) -> Host:
+    """Host ``name`` reached over the lab's SSH from the controller's namespace."""
+    command = ["ip", "netns", "exec", lab.namespaces["ctl"], *ssh_lab.command(name)]
+    return Host(name, SshRunner(command, workdir, workdir, [sys.executable]),
+                list(lab.hosts[name].interfaces.values()), workdir=workdir,
+                cleanups=Cleanups(), python=[sys.executable])
+
+
+@pytest.mark.netns_only
+def test_preflight_names_each_misconfigured_host(lab: Topology, ssh_lab: SshServers) -> None:
+    """A wrong apx-hil version on m1, no multicast route on m2, an nftables rule dropping
+    the groups on m3: the run stops before any case, with a FAIL and a fix for each."""
+    controller = lab.hosts["ctl"]
+    workdir = controller.path("bench-preflight")
+    config = _ssh_config(lab, ssh_lab, workdir, "239.22.0.0/16")
+    # What an old install answers to `apx-hil --version`.
+    config["hosts"]["m1"]["apx_hil"] = [sys.executable, "-c", "print('apx-hil 0.0.9')"]
+    path = write_config(config, workdir, "bench.yml")
+    m2, m3 = lab.namespaces["m2"], lab.namespaces["m3"]
+    drop = ("table inet apxhil_pfdrop {\n  chain input {\n    type filter hook input priority "
+            "0; policy accept;\n    ip daddr 239.22.0.0/16 udp dport 5007 drop\n  }\n}\n")
+    netns._cmd(["ip", "-n", m2, "route", "del", "224.0.0.0/4", "dev", "eth0"])
+    try:
+        subprocess.run(["ip", "netns", "exec", m3, "nft", "-f", "-"], input=drop.encode(),
+                       check=True, capture_output=True, timeout=30)
+        try:
+            done, report, _ = nested_run(controller, path, workdir, ("test_fanout.py",))
+        finally:
+            netns._cmd(["ip", "netns", "exec", m3, "nft", "delete", "table", "inet",
+                        "apxhil_pfdrop"], check=False)
+    finally:
+        netns._cmd(["ip", "-n", m2, "route", "add", "224.0.0.0/4", "dev", "eth0"])
+    out = _output(done)
+    assert done.returncode == 1, out[-4000:]
+    rows = {line.split()[0]: line for line in out.splitlines()
+            if line.split() and line.split()[0] in (*LAB_HOSTS, SWITCH)
+            and line.rstrip().endswith(("OK", "FAIL"))}
+    assert set(rows) == {*LAB_HOSTS, SWITCH}, out[-4000:]
+    assert {h for h, row in rows.items() if row.rstrip().endswith("FAIL")} == \
+        {"m1", "m2", "m3"}, out[-4000:]
+    assert f"0.0.9 != {__version__}" in rows["m1"]
+    assert f"fix: m1: apx-hil is 0.0.9 there and {__version__} here" in out
+    assert "fix: m2: no multicast route to 239.22.1.1 out of eth0" in out
+    assert "ip route add 224.0.0.0/4 dev eth0" in out
+    assert "fix: m3: nftables drops 239.22.0.0/16 port 5007: rule inet apxhil_pfdrop input " \
+           "handle" in out
+    assert "preflight: 6 of 9 hosts ready; FAILED: m1, m2, m3" in out
+    # Stopped before any case: nothing ran, and nothing is left on the hosts.
+    assert " passed" not in out and not os.path.exists(report)
+    assert _lease_files(config) == []
+    assert not [d for d in os.listdir(config["workdir"]) if d.startswith("apx-hil-")
+                and not d.endswith(".lease")]
+
+
+@pytest.mark.netns_only
+def test_a_held_lease_stops_a_second_run(lab: Topology, ssh_lab: SshServers) -> None:
+    controller = lab.hosts["ctl"]
+    workdir = controller.path("bench-held")
+    config = _ssh_config(lab, ssh_lab, workdir, "239.23.0.0/16")
+    path = write_config(config, workdir, "bench.yml")
+    m2 = _ssh_host(lab, ssh_lab, "m2", config["workdir"])
+    other = Lease.take(m2, lease_path(config["workdir"], m2), ttl=600,
+                       owner="alice@other-pc pid 4242")
+    try:
+        done, _, _ = nested_run(controller, path, workdir, ("test_fanout.py",))
+        out = _output(done)
+        assert done.returncode == 1, out[-4000:]
+        assert "host m2 is leased by alice@other-pc pid 4242 until" in out, out[-4000:]
+        assert " passed" not in out
+        # The leases the failed run had taken on the other hosts are released; alice's stays.
+        assert _lease_files(config) == [os.path.basename(other.path)]
+    finally:
+        assert other.release()
+    assert _lease_files(config) == []
+
+
+@pytest.mark.netns_only
+def test_an_expired_lease_is_taken_over_and_released(lab: Topology,
+                                                     ssh_lab: SshServers) -> None:
+    workdir = lab.hosts["ctl"].path("bench-expired")
+    os.makedirs(workdir, exist_ok=True)
+    m1 = _ssh_host(lab, ssh_lab, "m1", workdir)
+    path = lease_path(workdir, m1)
+    # A run that died an hour ago without releasing its lease.
+    dead = Lease.take(m1, path, ttl=600, owner="bob@gone pid 1", now=time.time() - 3600)
+    mine = Lease.take(m1, path, ttl=600, owner="me")
+    assert mine.took_over == "bob@gone pid 1"
+    # Ours now: the dead run's token no longer releases it, a third run cannot take it.
+    assert not dead.release()
+    with pytest.raises(LeaseHeld, match="host m1 is leased by me until"):
+        Lease.take(m1, path, ttl=600, owner="carol")
+    mine.renew(ttl=900)
+    assert mine.release()
+    assert not os.path.exists(path)
+
+
+@pytest.mark.netns_only
+def test_ctrl_c_mid_case_releases_the_leases(lab: Topology, ssh_lab: SshServers) -> None:
+    controller = lab.hosts["ctl"]
+    workdir = controller.path("bench-interrupt")
+    config = _ssh_config(lab, ssh_lab, workdir, "239.24.0.0/16")
+    path = write_config(config, workdir, "bench.yml")
+    env_free = ["env", "-u", "APX_HIL_BENCH", "-u", "APX_HIL_REPORT", "-u", "PYTEST_ADDOPTS"]
+    run = controller.runner.spawn(
+        [*env_free, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+         "--rootdir", ROOT, os.path.join(HIL_DIR, "test_join_leave.py"), "--bench", path,
+         "--hil-report", os.devnull], "nested-pytest")
+    try:
+        hosts_dir = config["workdir"]
+        wait_for(lambda: len(_lease_files(config)) == len(LAB_HOSTS) + 1,
+                 "the nested run taking its leases", 60)
+        # Mid-case: the DAQ's run file exists in its work directory.
+        wait_for(lambda: sum(f.startswith("run-") for _, _, files in os.walk(hosts_dir)
+                             for f in files) >= 2, "the nested run's DAQ running", 90)
+        run.signal(signal.SIGINT)  # Ctrl-C
+        status = run.wait(60)
+    finally:
+        run.kill()
+    out = run.stdout() + run.stderr()
+    assert status == 2, out[-4000:]  # pytest: interrupted
+    assert "KeyboardInterrupt" in out
+    assert _lease_files(config) == [], out[-3000:]
+    assert not [d for d in os.listdir(hosts_dir) if d.startswith("apx-hil-")]
