@@ -177,6 +177,8 @@ def firewall_drops(ruleset: Any, groups: ipaddress.IPv4Network, port: int,
         base = chains.get(key, {})
         if base.get("hook") == "ingress" and base.get("dev") not in (None, device):
             continue
+        if key in accepted:
+            continue  # an earlier rule of the chain accepted them: later drops never see them
         expr = rule.get("expr", [])
         verdicts = {k for e in expr for k in e} & {"drop", "reject", "accept"}
         if not verdicts or not _certain(expr, groups, port, device):
