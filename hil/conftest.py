@@ -293,7 +293,7 @@ def _failure(call: pytest.CallInfo, report: pytest.TestReport,
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """With ``--junitxml``: after a case's own test case, one test case per host role that
-    took part (``TEST::ROLE``), failed when the case failed on a host of that role (or
+    took part (``TEST::ROLE[PARAMS]``), failed when the case failed on a host of that role (or
     failed without naming a host)."""
     if report.when != "teardown":
         return
@@ -312,6 +312,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         for role in roles.get(host, []):
             by_role.setdefault(role, []).append(host)
     failure = entry.failure
+    # TEST[PARAMS] -> TEST::ROLE[PARAMS]: JUnit's class is the test, its name the role.
+    base, bracket, params = report.nodeid.partition("[")
     for role, hosts in by_role.items():
         failed = failure is not None and (failure.get("host") in hosts
                                           or not failure.get("host"))
@@ -322,7 +324,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         for when, outcome in (("call", "failed" if failed else "passed"),
                               ("teardown", "passed")):
             xml.pytest_runtest_logreport(pytest.TestReport(
-                nodeid=f"{report.nodeid}::{role}", location=report.location, keywords={},
+                nodeid=f"{base}::{role}{bracket}{params}", location=report.location,
+                keywords={},
                 outcome=outcome, longrepr=longrepr if when == "call" else None, when=when,
                 duration=entry.duration_s if when == "call" else 0.0))
 

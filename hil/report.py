@@ -121,7 +121,7 @@ class CaseReport:
                 "duration_s": self.duration_s, "daq": [d.as_dict() for d in self.daq],
                 "monitors": [asdict(m) for m in self.monitors], "notes": list(self.notes),
                 "flows": list(self.flows), "counters": self.counters,
-                "failure": self.failure}
+                "failure": self.failure, "roles": self.roles}
 
     def hosts(self) -> list[str]:
         """The hosts that took part, in order of appearance."""

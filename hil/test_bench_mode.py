@@ -148,11 +148,16 @@ def _output(done: Completed) -> str:
     return (done.stdout + done.stderr).decode("utf-8", "replace")
 
 
-def check_full_run(done: Completed, report_path: str, case) -> dict:
-    """Every case of the nested run passed, as its report says; return the report."""
-    assert done.returncode == 0, _output(done)[-6000:]
+def check_full_run(done: Completed, report_path: str, junit: str, config: dict, case) -> dict:
+    """Every case of the nested run passed, as its report and JUnit file say; the report
+    has the provenance a bench user needs; the run left no lease behind. Return the report."""
     with open(report_path, encoding="utf-8") as stream:
         nested = json.load(stream)
+    # What the run gives back holds whatever the cases' outcomes; then the outcomes.
+    _check_provenance(nested, config)
+    _check_junit(junit, nested)
+    assert _lease_files(config) == []
+    assert done.returncode == 0, _output(done)[-6000:]
     assert nested["topology"].startswith("bench: ")
     outcomes = {}
     for entry in nested["cases"]:
@@ -169,6 +174,54 @@ def check_full_run(done: Completed, report_path: str, case) -> dict:
     case.notes.append(f"nested bench run ({nested['topology']}): {len(nested['cases'])} tests "
                       f"passed in " + ", ".join(f"{k} {v:.0f} s" for k, v in durations.items()))
     return nested
+
+
+def _check_provenance(nested: dict, config: dict) -> None:
+    project = nested["provenance"]["project"]
+    assert project["version"] == __version__
+    assert project["commit"] is None or len(project["commit"]) == 40
+    hosts = nested["provenance"]["hosts"]
+    assert set(hosts) == set(config["hosts"])
+    for name in LAB_HOSTS:
+        host = hosts[name]
+        assert host["kernel"] == os.uname().release and host["python"]
+        assert host["packages"]["astropix-hil"] == host["astropix_hil"] == __version__
+        configured = config["hosts"][name]["interfaces"]
+        assert {i["label"]: (i["device"], i["address"]) for i in host["interfaces"]} == \
+            {label: (i["device"], i["address"]) for label, i in configured.items()}
+        for iface in host["interfaces"]:
+            assert iface["mtu"] == 1500 and iface["address"] in iface["addresses"]
+    assert {lease["host"] for lease in nested["provenance"]["leases"]} == set(config["hosts"])
+    assert [row["verdict"] for row in nested["preflight"]] == ["OK"] * len(config["hosts"])
+    for entry in nested["cases"]:
+        # Every role host's kernel counters, before and after.
+        assert set(entry["counters"]) == set(LAB_HOSTS), entry["case"]
+        for reading in entry["counters"].values():
+            assert {"udp", "ip", "lan"} <= set(reading["after"]), entry["case"]
+        assert entry["flows"], entry["case"]
+        for flow in entry["flows"]:
+            assert flow["group"].startswith(config["groups"].split(".0.0/")[0]), flow
+            assert (flow["port"], flow["ttl"] in (1, 2)) == (config["port"], True), flow
+    scope = [f for c in nested["cases"] if c["case"] == "5 scope" for f in c["flows"]]
+    assert {(f["host"], f["ttl"]) for f in scope} == {("daq", 1), ("daq", 2), ("dual", 1)}
+
+
+def _check_junit(path: str, nested: dict) -> None:
+    import xml.etree.ElementTree as ET
+
+    import xmlschema
+
+    xmlschema.XMLSchema(os.path.join(HIL_DIR, "junit-xunit2.xsd")).validate(path)
+    suite = ET.parse(path).getroot().find("testsuite")
+    names = {(c.get("classname"), c.get("name")) for c in suite.findall("testcase")}
+    fanout = next(c for c in nested["cases"] if c["case"] == "1 fan-out")
+    test = fanout["test"].split("::")[-1]
+    # The case's own test case, and one per host role that took part in it.
+    roles = {name for cls, name in names if cls.endswith(f".{test}")}
+    assert roles == {"daq", "monitors"}, names
+    for entry in nested["cases"]:
+        test = entry["test"].split("[")[0].split("::")[-1]
+        assert any(cls.endswith(f".{test}") for cls, _ in names), (test, names)
 
 
 def _agent(host: Host, token_file: str) -> str:
@@ -200,11 +253,11 @@ def test_every_case_runs_over_real_ssh(lab: Topology, case, ssh_lab: SshServers)
     controller = lab.hosts["ctl"]
     workdir = controller.path("bench-ssh")
     access = {name: {"ssh": ssh_lab.command(name)} for name in (*LAB_HOSTS, SWITCH)}
-    config = write_config(lab_config(lab, access, "239.19.0.0/16", workdir,
-                                      "CI lab over SSH: namespaces, each an OpenSSH server"),
-                          workdir, "bench.yml")
-    done, report, _ = nested_run(controller, config, workdir)
-    check_full_run(done, report, case)
+    config = lab_config(lab, access, "239.19.0.0/16", workdir,
+                        "CI lab over SSH: namespaces, each an OpenSSH server")
+    path = write_config(config, workdir, "bench.yml")
+    done, report, junit = nested_run(controller, path, workdir)
+    check_full_run(done, report, junit, config, case)
 
 
 @pytest.mark.netns_only
@@ -216,10 +269,10 @@ def test_every_case_runs_through_the_agent(lab: Topology, case, control_network:
     hosts[SWITCH] = lab.switch.host  # type: ignore[attr-defined]
     access = {name: {"agent": _agent(host, token), "token_file": token}
               for name, host in hosts.items()}
-    config = write_config(lab_config(lab, access, "239.20.0.0/16", workdir,
-                                      "CI lab through apx-hil agent"), workdir, "bench.yml")
-    done, report, _ = nested_run(controller, config, workdir)
-    check_full_run(done, report, case)
+    config = lab_config(lab, access, "239.20.0.0/16", workdir, "CI lab through apx-hil agent")
+    path = write_config(config, workdir, "bench.yml")
+    done, report, junit = nested_run(controller, path, workdir)
+    check_full_run(done, report, junit, config, case)
 
 
 def test_case_1_runs_from_the_bench_config(lab: Topology, case, tmp_path) -> None:
