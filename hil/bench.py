@@ -10,19 +10,23 @@ the switch and the groups to use. :func:`load` checks all of it and names what i
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ipaddress
 import os
 import secrets
 import shlex
+import signal
 import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 from astropix_hil.agent import load_token
+from astropix_hil.errors import AgentError
 from astropix_hil.yamlfile import YamlFileError, read_yaml
 
 from .errors import HilError, TopologyError
+from .lease import DEFAULT_TTL_S, Leases
 from .runners import AgentRunner, LocalRunner, Runner, SshRunner
 from .topology import (
     CAPABILITIES,
@@ -37,7 +41,7 @@ from .topology import (
 )
 
 _TOP = {"topology", "groups", "port", "workdir", "apx_hil", "python", "board", "switch",
-        "hosts", "roles"}
+        "hosts", "roles", "lease_ttl"}
 _HOST = {"access", "interfaces", "capabilities", "workdir", "apx_hil", "python"}
 
 
@@ -91,6 +95,11 @@ def parse(config: Any, source: str = "bench config") -> dict[str, Any]:
     if not isinstance(port, int) or not 0 < port < 65536:
         raise (top / "port").error(f"{port!r} is not a UDP port")
     out["port"] = port
+    ttl = config.get("lease_ttl", DEFAULT_TTL_S)
+    if not isinstance(ttl, (int, float)) or not 60 <= ttl <= 7 * 86400:
+        raise (top / "lease_ttl").error(f"{ttl!r}: seconds a host's lease holds without "
+                                        "renewal (60 .. 604800)")
+    out["lease_ttl"] = float(ttl)
     defaults = {"workdir": config.get("workdir", "/tmp"),
                 "apx_hil": _argv(config.get("apx_hil", ["apx-hil"]), top / "apx_hil"),
                 "python": _argv(config.get("python", ["python3"]), top / "python")}
@@ -199,7 +208,7 @@ def _runner(name: str, spec: dict[str, Any], workdir: str, outdir: str) -> Runne
     if spec["kind"] == "local":
         return LocalRunner(outdir)
     if spec["kind"] == "ssh":
-        return SshRunner(_argv(access["ssh"], _Path(name)), workdir, outdir)
+        return SshRunner(_argv(access["ssh"], _Path(name)), workdir, outdir, spec["python"])
     try:
         token = load_token(os.path.expanduser(str(access["token_file"])))
     except Exception as exc:
@@ -208,11 +217,14 @@ def _runner(name: str, spec: dict[str, Any], workdir: str, outdir: str) -> Runne
 
 
 def build(config: dict[str, Any], cleanups: Cleanups) -> Topology:
-    """Connect to the bench's hosts and make a work directory on each (removed at close)."""
+    """Connect to the bench's hosts, take a lease on each (:mod:`hil.lease`) and make a work
+    directory on each; :meth:`Topology.close` removes them and releases the leases."""
     tag = f"apx-hil-{os.getpid()}-{secrets.token_hex(3)}"
     outdir = tempfile.mkdtemp(prefix=f"{tag}.")
     hosts: dict[str, Host] = {}
-    teardown = []
+    leases = Leases(config.get("lease_ttl", DEFAULT_TTL_S))
+    # Released last: the work directories go first.
+    teardown = [leases.release]
     try:
         for name, spec in config["hosts"].items():
             workdir = f"{spec['workdir'].rstrip('/')}/{tag}/{name}"
@@ -222,11 +234,14 @@ def build(config: dict[str, Any], cleanups: Cleanups) -> Topology:
                         python=spec["python"])
             try:
                 host.run(["mkdir", "-p", workdir]).check(name)
-            except HilError as exc:
+            except (HilError, AgentError, OSError) as exc:
                 runner.close()
                 raise TopologyError(f"host {name} ({spec['kind']}) cannot be used: {exc}"
                                     ) from None
             hosts[name] = host
+            if not leases.held:
+                _guard(teardown)
+            leases.take({name: host}, {name: spec["workdir"]})
             teardown.append(lambda h=host: _remove_workdir(h))
         switch_cfg = config["switch"]
         if switch_cfg["kind"] == "linux-bridge":
@@ -235,18 +250,46 @@ def build(config: dict[str, Any], cleanups: Cleanups) -> Topology:
         else:
             switch = OpaqueSwitch(switch_cfg["settle"])
     except BaseException:
-        for hook in teardown:
+        for hook in reversed(teardown):
             with contextlib.suppress(Exception):
                 hook()
+        teardown.clear()
         for host in hosts.values():
             host.runner.close()
         raise
     topology = Topology(kind="bench", hosts=hosts, roles=config["roles"], switch=switch,
                         board=config["board"], cleanups=cleanups, groups=config["groups"],
-                        port=config["port"], description=config["topology"])
-    topology.teardown.extend(teardown)
+                        port=config["port"], description=config["topology"],
+                        teardown=teardown)
     topology.teardown.append(lambda: _rmtree_local(outdir))
+    topology.leases = leases
     return topology
+
+
+_PENDING: list[list] = []
+
+
+def _guard(teardown: list) -> None:
+    """Release the leases and remove the work directories even when the run is ended by
+    SIGTERM (turned into an interrupt, as Ctrl-C is) or ends without its fixtures' teardown."""
+    if not _PENDING:
+        atexit.register(_run_pending)
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    _PENDING.append(teardown)
+
+
+def _run_pending() -> None:
+    while _PENDING:
+        hooks = _PENDING.pop()
+        for hook in reversed(hooks):
+            with contextlib.suppress(Exception):
+                hook()
+        hooks.clear()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _remove_workdir(host: Host) -> None:

@@ -50,6 +50,25 @@ def parse_snmp(text: str) -> dict[str, dict[str, int]]:
     return out
 
 
+NETDEV_FIELDS = ("rx_bytes", "rx_packets", "rx_errs", "rx_drop", "rx_fifo", "rx_frame",
+                 "rx_compressed", "rx_multicast", "tx_bytes", "tx_packets", "tx_errs",
+                 "tx_drop", "tx_fifo", "tx_colls", "tx_carrier", "tx_compressed")
+
+
+def parse_netdev(text: str) -> dict[str, dict[str, int]]:
+    """``/proc/net/dev`` as {device: {rx_packets: n, ...}} (two header lines, then one line
+    per device)."""
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        name, colon, rest = line.partition(":")
+        values = rest.split()
+        if not colon or len(values) != len(NETDEV_FIELDS) or not all(v.isdigit()
+                                                                      for v in values):
+            continue
+        out[name.strip()] = dict(zip(NETDEV_FIELDS, map(int, values), strict=True))
+    return out
+
+
 def parse_mdb(text: str, bridge: str) -> dict[str, set[str]]:
     """``bridge -j mdb show`` as {group: {port, ...}} for ``bridge``."""
     out: dict[str, set[str]] = {}
@@ -169,6 +188,33 @@ def read_udp_counters(host: Host) -> dict[str, int]:
     """The host's (namespace's) UDP counters from ``/proc/net/snmp``."""
     done = host.run(["cat", "/proc/net/snmp"]).check(host.name)
     return parse_snmp(done.text)["Udp"]
+
+
+#: Counters of ``/proc/net/snmp`` the report keeps (UDP, and IGMP-relevant IP counters).
+SNMP_KEPT = {"Udp": ("InDatagrams", "NoPorts", "InErrors", "OutDatagrams", "RcvbufErrors",
+                     "SndbufErrors", "InCsumErrors"),
+             "Ip": ("InReceives", "InDiscards", "InDelivers", "OutRequests", "OutDiscards",
+                    "OutNoRoutes")}
+
+
+def counters_of(snmp_and_netdev: str, devices: dict[str, str]) -> dict[str, dict[str, int]]:
+    """The counters the report keeps, from ``cat /proc/net/snmp /proc/net/dev``: {"udp":
+    ..., "ip": ..., LABEL: netdev counters of the device labelled LABEL}."""
+    head, sep, tail = snmp_and_netdev.partition("Inter-|")
+    snmp = parse_snmp(head)
+    out = {proto.lower(): {k: snmp.get(proto, {}).get(k, 0) for k in keys}
+           for proto, keys in SNMP_KEPT.items()}
+    netdev = parse_netdev(tail if sep else "")
+    for label, device in devices.items():
+        if device in netdev:
+            out[label] = netdev[device]
+    return out
+
+
+def read_counters(host: Host) -> dict[str, dict[str, int]]:
+    """The host's kernel counters for the report (:func:`counters_of`)."""
+    done = host.run(["cat", "/proc/net/snmp", "/proc/net/dev"]).check(host.name)
+    return counters_of(done.text, {i.label: i.name for i in host.interfaces.values()})
 
 
 def delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,16 @@ PROGRAM_TIMEOUT = 120.0
 BOARD_SEED = 7
 BOARD_RATE = 3000.0
 _PROBE_SOURCE: str | None = None
+#: Called with each flow a program is started to send (program, host, group, port, ttl,
+#: interface): the suite's report records them per case.
+observers: list[Callable[[dict[str, Any]], None]] = []
+
+
+def _sending(program: str, host: Host, flow: Flow, ttl: int, interface: str | None) -> None:
+    info = {"program": program, "host": host.name, "group": flow.group, "port": flow.port,
+            "ttl": ttl, "interface": interface or host.address()}
+    for observer in list(observers):
+        observer(info)
 
 
 def probe_source() -> str:
@@ -93,6 +104,7 @@ def probe_send(host: Host, flow: Flow, count: int, ttl: int = 1, interface: str 
             "--count", str(count), "--ttl", str(ttl), "--interval", str(interval)]
     if interface:
         argv += ["--interface", interface]
+    _sending("probe", host, flow, ttl, interface)
     return finish(host.spawn(argv, "probe-send"), f"probe sender on {host.name}", 60.0)
 
 
@@ -176,6 +188,7 @@ def start_daq(host: Host, board: Board, flow: Flow, *, readouts: int | None = No
     if key is not None:
         argv += ["--key", key]
     argv += list(extra)
+    _sending("daq", host, flow, ttl, interface)
     return Daq(host, host.spawn(argv, "daq"), out)
 
 

@@ -105,11 +105,31 @@ class CaseReport:
     daq: list[DaqFigures] = field(default_factory=list)
     monitors: list[MonitorFigures] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: What the DAQ (and the probes) sent to: host, group, port, TTL, interface.
+    flows: list[dict[str, Any]] = field(default_factory=list)
+    #: Kernel counters of every host of a role, read before and after the case:
+    #: {host: {"before": {...}, "after": {...}, "delta": {...}}} (see :func:`counter_record`).
+    counters: dict[str, Any] = field(default_factory=dict)
+    #: Why it failed: ``message``, and where a check named them ``host``, ``role``,
+    #: ``counter``, ``actual``, ``expected``.
+    failure: dict[str, Any] | None = None
+    #: host -> the roles it plays in the topology of the run (for the JUnit test cases).
+    roles: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"case": self.case, "test": self.test, "outcome": self.outcome,
                 "duration_s": self.duration_s, "daq": [d.as_dict() for d in self.daq],
-                "monitors": [asdict(m) for m in self.monitors], "notes": list(self.notes)}
+                "monitors": [asdict(m) for m in self.monitors], "notes": list(self.notes),
+                "flows": list(self.flows), "counters": self.counters,
+                "failure": self.failure, "roles": self.roles}
+
+    def hosts(self) -> list[str]:
+        """The hosts that took part, in order of appearance."""
+        names = [d.host for d in self.daq] + [m.host for m in self.monitors] + \
+            [f["host"] for f in self.flows]
+        if self.failure and self.failure.get("host"):
+            names.append(self.failure["host"])
+        return list(dict.fromkeys(names))
 
 
 @dataclass
@@ -118,6 +138,11 @@ class HilReport:
 
     topology: str = ""
     cases: list[CaseReport] = field(default_factory=list)
+    #: Where the results come from: project version and commit, controller, each host's
+    #: name, kernel, interfaces, Python and packages (see :func:`host_provenance`).
+    provenance: dict[str, Any] = field(default_factory=dict)
+    #: The preflight table's rows: host, cells, problems.
+    preflight: list[dict[str, Any]] = field(default_factory=list)
 
     def daq_rates(self) -> dict[str, dict[str, float] | None]:
         """Mean DAQ rates (readouts/s, hits/s, MB/s) of the runs without monitors and of the
@@ -140,7 +165,8 @@ class HilReport:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"topology": self.topology, "daq_rates": self.daq_rates(),
+        return {"topology": self.topology, "provenance": self.provenance,
+                "preflight": self.preflight, "daq_rates": self.daq_rates(),
                 "cases": [c.as_dict() for c in self.cases]}
 
     def write(self, path: str) -> None:
@@ -154,6 +180,19 @@ class HilReport:
         received and lost (by its own count), datagrams lost (its count) and dropped (the
         kernel's count, and which counter), bad datagrams it refused, its throughput."""
         out = [f"topology: {self.topology}"]
+        if self.provenance:
+            project = self.provenance.get("project", {})
+            out.append(f"astropix-hil {project.get('version')} commit "
+                       f"{project.get('commit') or 'unknown'}"
+                       f"{' (modified)' if project.get('dirty') else ''}, controller "
+                       f"{project.get('controller')}")
+            for name, host in self.provenance.get("hosts", {}).items():
+                ifaces = ", ".join(f"{i['label']} {i['device']} {i['address']} mtu {i['mtu']}"
+                                   for i in host.get("interfaces", []))
+                out.append(f"  host {name} ({'/'.join(host.get('roles', [])) or '-'}): "
+                           f"{host.get('hostname')} kernel {host.get('kernel')} python "
+                           f"{host.get('python')} astropix-hil {host.get('astropix_hil')}"
+                           + (f"; {ifaces}" if ifaces else ""))
         for case in self.cases:
             out.append("")
             out.append(f"{case.case}  [{case.outcome}, {case.duration_s:.1f} s]  {case.test}")
@@ -174,11 +213,61 @@ class HilReport:
                         f"{m.datagrams_lost:>9}{_n(m.dropped):>11}  {m.dropped_by or '-':<14}"
                         f"{m.malformed:>7}{m.readouts_per_s:>12.0f}{m.mb_per_s:>7.2f}  {m.note}")
             out.extend(f"  note: {note}" for note in case.notes)
+            for flow in case.flows:
+                out.append(f"  flow: {flow['program']} on {flow['host']} to {flow['group']}:"
+                           f"{flow['port']} ttl {flow['ttl']} via {flow['interface']}")
+            if case.failure:
+                out.append(f"  FAILED: {failure_line(case.failure)}")
         rates = self.daq_rates()
         out.append("")
         out.append("DAQ rate without monitors: " + _rate(rates["without monitors"])
                    + "; with monitors: " + _rate(rates["with monitors"]))
         return out
+
+
+def failure_line(failure: dict[str, Any]) -> str:
+    """A failure in one line: host (role), counter, what it was and what was expected."""
+    if failure.get("counter"):
+        role = f" ({failure['role']})" if failure.get("role") else ""
+        why = f" ({failure['why']})" if failure.get("why") else ""
+        return (f"on {failure['host']}{role}: {failure['counter']} is {failure['actual']}, "
+                f"expected {failure['expected']}{why}")
+    return str(failure.get("message", "")).splitlines()[0] if failure.get("message") else "?"
+
+
+def counter_record(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """{host: {"before", "after", "delta"}} from two readings {host: {group: {name: n}}}."""
+    out: dict[str, Any] = {}
+    for host, groups in after.items():
+        old = before.get(host) or {}
+        delta = {g: {k: int(v) - int((old.get(g) or {}).get(k, 0)) for k, v in values.items()}
+                 for g, values in groups.items() if isinstance(values, dict)}
+        out[host] = {"before": old, "after": groups, "delta": delta}
+    return out
+
+
+def host_provenance(name: str, roles: list[str], facts: dict[str, Any] | None,
+                    configured: list[tuple[str, str, str]], clock_offset_s: float | None,
+                    error: str | None = None) -> dict[str, Any]:
+    """What the report says of one host: from :mod:`hil.facts` and the configured
+    interfaces (label, device, address)."""
+    if facts is None:
+        return {"roles": roles, "error": error}
+    present = {i.get("ifname"): i for i in facts.get("interfaces") or []}
+    interfaces = []
+    for label, device, address in configured:
+        dev = present.get(device, {})
+        interfaces.append({
+            "label": label, "device": device, "address": address, "mtu": dev.get("mtu"),
+            "state": dev.get("operstate"),
+            "addresses": [f"{a.get('local')}/{a.get('prefixlen')}"
+                          for a in dev.get("addr_info", [])]})
+    return {"roles": roles, "hostname": facts.get("hostname"), "kernel": facts.get("kernel"),
+            "system": facts.get("system"), "python": facts.get("python"),
+            "python_executable": facts.get("python_executable"),
+            "astropix_hil": (facts.get("astropix_hil") or {}).get("version"),
+            "packages": facts.get("packages"), "interfaces": interfaces,
+            "clock_offset_s": clock_offset_s}
 
 
 def _n(value: int | None) -> str:

@@ -226,38 +226,95 @@ def netns_runner(namespace: str, outdir: str) -> LocalRunner:
     return LocalRunner(outdir, ["ip", "netns", "exec", namespace])
 
 
+#: Runs a command on an SSH host and records what became of it: its pid (to signal it) and its
+#: exit status, negative for a signal as :mod:`subprocess` says it (ssh itself exits 255 when
+#: the far command is killed by a signal, which would hide a SIGKILL behind "ssh failed").
+_SSH_WRAPPER = """\
+import subprocess, sys
+pidfile, statusfile = sys.argv[1:3]
+child = subprocess.Popen(sys.argv[3:])
+with open(pidfile, "w") as stream:
+    stream.write(str(child.pid))
+while True:
+    try:
+        status = child.wait()
+        break
+    except KeyboardInterrupt:
+        continue
+with open(statusfile, "w") as stream:
+    stream.write(str(status))
+sys.exit(status if status >= 0 else 128 - status)
+"""
+
+
+class SshProc(LocalProc):
+    """A process on an SSH host: the local ``ssh`` client is the handle, the far side's
+    wrapper (:data:`_SSH_WRAPPER`) records the pid and the true exit status."""
+
+    def __init__(self, runner: SshRunner, argv: Sequence[str], name: str, pidfile: str) -> None:
+        self._runner = runner
+        self._pidfile = pidfile
+        self._status: int | None = None
+        super().__init__(argv, name, runner.outdir, self._remote_kill)
+
+    def _remote_kill(self, sig: int) -> None:
+        # Waits (bounded) for the pid file: a signal sent right after the start still lands.
+        script = ('i=0; while [ ! -s "$1" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); '
+                  'done; kill -' + str(int(sig)) + ' "$(cat "$1")" 2>/dev/null || true')
+        self._runner.run(["sh", "-c", script, "sh", self._pidfile]).check(
+            shlex.join(self._runner.command))
+
+    def _resolve(self, code: int | None) -> int | None:
+        if code is None or self._status is not None:
+            return self._status if code is not None else None
+        self._status = code
+        if code >= 128:
+            # 128+N from the wrapper, or 255 from ssh: the status file tells which.
+            with contextlib.suppress(HilError, ValueError):
+                done = self._runner.run(["cat", f"{self._pidfile}.status"], timeout=15)
+                if done.returncode == 0:
+                    self._status = int(done.text.strip())
+        return self._status
+
+    def poll(self) -> int | None:
+        return self._resolve(self.popen.poll())
+
+    def wait(self, timeout: float) -> int:
+        code = self._resolve(super().wait(timeout))
+        assert code is not None
+        return code
+
+
 class SshRunner:
     """Commands on another machine through a command that runs a shell line there.
 
     ``command`` is e.g. ``["ssh", "-o", "BatchMode=yes", "astro@daq-pc"]``: the suite
-    appends one shell command line, as ``ssh`` expects. Each process writes its pid to a file
-    under ``workdir`` on the far side, so a signal reaches the far process, not only the local
-    ``ssh`` client.
+    appends one shell command line, as ``ssh`` expects. A process is started through a small
+    Python wrapper (``python``: the host's Python) that writes its pid and exit status to
+    files under ``workdir`` on the far side, so that a signal reaches the far process, not
+    only the local ``ssh`` client, and a process killed by a signal reports that signal.
     """
 
-    def __init__(self, command: Sequence[str], workdir: str, outdir: str) -> None:
+    def __init__(self, command: Sequence[str], workdir: str, outdir: str,
+                 python: Sequence[str] = ("python3",)) -> None:
         self.command = list(command)
         self.workdir = workdir
         self.outdir = outdir
+        self.python = list(python)
         self._count = 0
         self._lock = threading.Lock()
 
     def _line(self, argv: Sequence[str]) -> list[str]:
         return [*self.command, shlex.join(argv)]
 
-    def spawn(self, argv: Sequence[str], name: str) -> LocalProc:
+    def spawn(self, argv: Sequence[str], name: str) -> SshProc:
         with self._lock:
             self._count += 1
             pidfile = f"{self.workdir}/.pid-{os.getpid()}-{self._count}"
-        # exec: the pid written is the command's own.
-        line = (f"mkdir -p {shlex.quote(self.workdir)} && echo $$ > {shlex.quote(pidfile)} "
-                f"&& exec {shlex.join(argv)}")
-
-        def remote_signal(sig: int) -> None:
-            self.run(["sh", "-c", f'kill -{int(sig)} "$(cat "$1")" 2>/dev/null || true', "sh",
-                      pidfile]).check(shlex.join(self.command))
-
-        return LocalProc([*self.command, line], name, self.outdir, remote_signal)
+        line = (f"mkdir -p {shlex.quote(self.workdir)} && exec "
+                + shlex.join([*self.python, "-c", _SSH_WRAPPER, pidfile, f"{pidfile}.status",
+                              *argv]))
+        return SshProc(self, [*self.command, line], name, pidfile)
 
     def run(self, argv: Sequence[str], timeout: float = COMMAND_TIMEOUT,
             input: bytes | None = None) -> Completed:

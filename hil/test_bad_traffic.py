@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 
 from . import programs
+from .expect import expect
 from .report import DaqFigures, MonitorFigures
 from .rogue import KINDS
 from .runners import first_line
@@ -68,13 +69,16 @@ def test_monitors_skip_bad_datagrams_and_keep_every_good_readout(lab, case) -> N
         expected_by_key[reason] += ROUNDS
     for host, st, o in zip(lab.monitors, stats, options, strict=True):
         totals = st["totals"]
-        assert totals["readouts_received"] == sent, host.name
-        assert (totals["readouts_lost"], totals["datagrams_lost"]) == (0, 0), host.name
+        expect(host.name, "readouts_received", totals["readouts_received"], sent)
+        expect(host.name, "readouts_lost", totals["readouts_lost"], 0)
+        expect(host.name, "datagrams_lost", totals["datagrams_lost"], 0)
         # One stream: the forged datagrams never became a stream of their own.
         assert [s["source"].rsplit(":", 1)[0] for s in st["streams"].values()] == \
             [daq_host.address()], host.name
         counted = {reason: n for reason, n in st["malformed"].items() if n}
         if o.get("allow"):
-            assert counted == {"unexpected_source": bad_total}, host.name
+            expect(host.name, "malformed", counted, {"unexpected_source": bad_total},
+                   "every rogue datagram, by its source")
         else:
-            assert counted == dict(expected_by_key), host.name
+            expect(host.name, "malformed", counted, dict(expected_by_key),
+                   "every rogue datagram, by its reason")

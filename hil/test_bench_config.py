@@ -35,6 +35,9 @@ def test_the_example_config_parses() -> None:
     assert config["hosts"]["laptop"]["kind"] == "local"
     assert config["hosts"]["far-pc"]["access"]["ssh"] == "ssh -o BatchMode=yes astro@10.215.0.11"
     assert config["hosts"]["mon-2"]["capabilities"] == ["nft", "quiet"]
+    assert config["lease_ttl"] == 1800.0
+    without = {k: v for k, v in _example().items() if k != "lease_ttl"}
+    assert bench.parse(without)["lease_ttl"] == bench.DEFAULT_TTL_S
 
 
 def _broken(edit) -> str:
@@ -67,6 +70,7 @@ def _broken(edit) -> str:
     (lambda c: c.update(switch={"kind": "linux-bridge", "host": "sw9", "ports": {}}),
      "switch.host: no host 'sw9' under hosts"),
     (lambda c: c.update(switch={"kind": "opaque", "settle": 600}), "switch.settle"),
+    (lambda c: c.update(lease_ttl=5), "lease_ttl: 5: seconds a host's lease holds"),
 ])
 def test_mistakes_are_named_with_their_place(edit, message: str) -> None:
     assert message in _broken(edit)

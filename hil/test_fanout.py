@@ -16,6 +16,7 @@ from astropix_hil.hitcsv import read_hits_csv
 
 from . import programs
 from .errors import CapabilityError
+from .expect import expect
 from .report import DaqFigures, MonitorFigures
 
 pytestmark = pytest.mark.case("1 fan-out")
@@ -52,10 +53,11 @@ def test_every_monitor_gets_every_readout_and_the_truth(lab, case, tmp_path) -> 
     for recv, st in zip(recvs, stats, strict=True):
         name = recv.host.name
         totals = st["totals"]
-        assert totals["readouts_received"] == READOUTS, name
-        assert (totals["readouts_lost"], totals["datagrams_lost"], totals["malformed"]) == \
-            (0, 0, 0), name
-        assert st["consumed"]["readouts"] == READOUTS, name
+        expect(name, "readouts_received", totals["readouts_received"], READOUTS,
+               "every readout the DAQ sent")
+        for counter in ("readouts_lost", "datagrams_lost", "malformed"):
+            expect(name, counter, totals[counter], 0)
+        expect(name, "consumed.readouts", st["consumed"]["readouts"], READOUTS)
         header, hits = read_hits_csv(programs.fetch(recv.host, recv.csv, str(tmp_path)))
         # What the monitor saw is what the DAQ wrote: every hit, every field.
         assert np.array_equal(hits, daq_hits), name

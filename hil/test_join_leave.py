@@ -13,6 +13,7 @@ import time
 import pytest
 
 from . import kernel, programs
+from .expect import expect
 from .programs import BOARD_RATE, BOARD_SEED, assert_same_rate
 from .report import DaqFigures, MonitorFigures
 
@@ -63,8 +64,8 @@ def test_monitors_join_late_and_leave_without_disturbing_the_daq(lab, case, daq_
     assert summary["sender"]["datagrams_failed"] == 0 == daq_baseline.send_errors
     assert_same_rate(with_monitors, daq_baseline)
     # The monitor that was there from the start got everything.
-    assert first_stats["totals"]["readouts_received"] == sent
-    assert first_stats["totals"]["readouts_lost"] == 0
+    expect(first.name, "readouts_received", first_stats["totals"]["readouts_received"], sent)
+    expect(first.name, "readouts_lost", first_stats["totals"]["readouts_lost"], 0)
     # Late joiners: the run header from the heartbeat, nothing before them counted lost.
     header = programs.run_metadata(apx)
     for host, st in ((leaver, leaver_stats), (late, late_stats)):
@@ -79,6 +80,7 @@ def test_monitors_join_late_and_leave_without_disturbing_the_daq(lab, case, daq_
     # The leaver's host: traffic while joined, none once the switch forgot it.
     assert arrived_while_joined > 0
     assert still_sending, "the DAQ ended before the watch interval did: lengthen DURATION"
-    assert arrived_after == arrived_while_joined
+    expect(leaver.name, "arrived (nft ingress counter) after leaving", arrived_after,
+           arrived_while_joined, "the switch stopped forwarding the group")
     case.notes.append(f"after {leaver.name} left: {arrived_after - arrived_while_joined} "
                       f"datagrams reached it in {WATCH} s while the DAQ sent")

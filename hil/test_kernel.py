@@ -93,3 +93,22 @@ def test_nft_table_counts_and_is_removed(lab) -> None:
 
 def test_delta() -> None:
     assert kernel.delta({"a": 5, "b": 7}, {"a": 2}) == {"a": 3, "b": 7}
+
+
+# /proc/net/dev, columns squeezed (the parser splits on whitespace).
+NETDEV = (
+    "Inter-|   Receive                                   |  Transmit\n"
+    " face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop "
+    "fifo colls carrier compressed\n"
+    "    lo: 5800 58 0 0 0 0 0 0 5800 58 0 0 0 0 0 0\n"
+    "  eth0: 1200000 1500 0 3 0 0 0 40 90000 700 0 0 0 0 0 0\n")
+
+
+def test_counters_of_keep_udp_ip_and_the_labelled_devices() -> None:
+    got = kernel.counters_of(SNMP + NETDEV, {"lan": "eth0", "alt": "eth9"})
+    assert got["udp"]["RcvbufErrors"] == 172 and got["udp"]["InDatagrams"] == 1200
+    assert got["ip"]["InReceives"] == 17
+    assert (got["lan"]["rx_packets"], got["lan"]["rx_drop"], got["lan"]["tx_packets"]) == \
+        (1500, 3, 700)
+    assert "alt" not in got  # no such device: not invented
+    assert kernel.parse_netdev(NETDEV)["lo"]["rx_bytes"] == 5800

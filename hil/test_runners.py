@@ -90,6 +90,16 @@ def test_kill_ends_a_process_that_ignores_sigterm(runner) -> None:
     proc.kill()  # idempotent
 
 
+def test_a_process_killed_by_a_signal_reports_it(runner) -> None:
+    # Over ssh the client exits 255 whatever the signal: the runner must still say SIGKILL.
+    proc = runner.spawn(["sh", "-c", "echo ready; while :; do sleep 0.05; done"], "victim")
+    assert first_line(proc, 20) == "ready"
+    proc.signal(signal.SIGKILL)
+    assert proc.wait(20) == -signal.SIGKILL
+    exits = runner.spawn(["sh", "-c", "exit 137"], "exits-137")
+    assert exits.wait(20) == 137
+
+
 def test_first_line_reports_an_early_exit(runner) -> None:
     proc = runner.spawn(["sh", "-c", "echo broken >&2; exit 3"], "early")
     with pytest.raises(HilError, match="exited 3 before printing a line: broken"):

@@ -12,20 +12,25 @@ from __future__ import annotations
 import pytest
 
 from . import kernel, programs
+from .expect import expect
 from .report import DaqFigures, MonitorFigures
 from .topology import Host
 
 pytestmark = pytest.mark.case("5 scope")
 
 READOUTS = 1000
+#: A monitor gives up after this long without a datagram, counted from its own start: long
+#: enough for the DAQ to start on a loaded bench host (over SSH, seconds), since the monitor
+#: behind the router has no switch to wait for. It normally ends on its count.
+IDLE = 10.0
 
 
 def _run(lab, case, daq_host: Host, flow, *, ttl: int, interface: str | None,
          reached: Host, unreached: Host, label: str) -> None:
     counter = kernel.ingress_counter(unreached, flow.group, flow.port)
     board = programs.start_board(lab, daq_host, programs.BOARD_SEED, programs.BOARD_RATE)
-    # The reached monitor ends by itself after the stream ends; the other is stopped then.
-    near = programs.start_monitor(reached, flow, idle_exit=2.0)
+    # The reached monitor ends by itself once it has every readout; the other is stopped then.
+    near = programs.start_monitor(reached, flow, count=READOUTS, idle_exit=IDLE)
     away = programs.start_monitor(unreached, flow)
     for host in (reached, unreached):
         if host in lab.monitors:
@@ -47,10 +52,12 @@ def _run(lab, case, daq_host: Host, flow, *, ttl: int, interface: str | None,
                                                    note=f"{label}: must not be reached"))
     assert sent == READOUTS
     assert summary["sender"]["datagrams_failed"] == 0
-    assert near_stats["totals"]["readouts_received"] == READOUTS
-    assert near_stats["totals"]["readouts_lost"] == 0
-    assert away_stats["datagrams"] == 0
-    assert arrived == 0
+    expect(reached.name, "readouts_received", near_stats["totals"]["readouts_received"],
+           READOUTS)
+    expect(reached.name, "readouts_lost", near_stats["totals"]["readouts_lost"], 0)
+    expect(unreached.name, "datagrams", away_stats["datagrams"], 0, f"{label}: out of reach")
+    expect(unreached.name, "arrived (nft ingress counter)", arrived, 0,
+           f"{label}: no datagram of the group may reach the host")
 
 
 def test_ttl_1_stays_in_the_subnet(lab, case) -> None:
@@ -61,8 +68,8 @@ def test_ttl_1_stays_in_the_subnet(lab, case) -> None:
 def test_ttl_2_crosses_the_router(lab, case) -> None:
     flow = lab.flow(5, 1)
     board = programs.start_board(lab, lab.daq, programs.BOARD_SEED, programs.BOARD_RATE)
-    far = programs.start_monitor(lab.far, flow, idle_exit=2.0)
-    near = programs.start_monitor(lab.monitors[0], flow, idle_exit=2.0)
+    far = programs.start_monitor(lab.far, flow, count=READOUTS, idle_exit=IDLE)
+    near = programs.start_monitor(lab.monitors[0], flow, count=READOUTS, idle_exit=IDLE)
     lab.switch.wait_joined(flow.group, lab.monitors[:1])
     summary = programs.start_daq(lab.daq, board, flow, readouts=READOUTS, ttl=2).result()
     far_stats, near_stats = far.result(), near.result()
@@ -74,9 +81,9 @@ def test_ttl_2_crosses_the_router(lab, case) -> None:
                       MonitorFigures.from_stats(lab.monitors[0].name, near_stats, sent,
                                                 note="ttl 2: same subnet")]
     assert sent == READOUTS
-    for st in (far_stats, near_stats):
-        assert st["totals"]["readouts_received"] == READOUTS
-        assert st["totals"]["readouts_lost"] == 0
+    for host, st in ((lab.far, far_stats), (lab.monitors[0], near_stats)):
+        expect(host.name, "readouts_received", st["totals"]["readouts_received"], READOUTS)
+        expect(host.name, "readouts_lost", st["totals"]["readouts_lost"], 0)
 
 
 @pytest.mark.parametrize("label", ["alt", "lan"])

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import CapabilityError, HilError, HilTimeout
 from .runners import COMMAND_TIMEOUT, Completed, Proc, Runner
@@ -276,6 +276,8 @@ class Topology:
     source: str | None = None
     #: Undo actions for the whole topology (namespaces, daemons, directories), run by close().
     teardown: list[Callable[[], None]] = field(default_factory=list)
+    #: Bench topology: our leases on its hosts (:class:`hil.lease.Leases`).
+    leases: Any = None
 
     def _role(self, role: str) -> Host:
         name = self.roles.get(role)

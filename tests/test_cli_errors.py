@@ -146,6 +146,8 @@ TIME_AND_RATE_OPTIONS = [
     ("emulate", "--rate"), ("emulate", "--duration"), ("emulate", "--poll-interval"),
     ("emulate", "--jitter"),
     ("run-with-board", "--rate"), ("run-with-board", "--timeout"),
+    ("monitor", "--speed"), ("monitor", "--every"), ("monitor", "--duration"),
+    ("monitor", "--idle-exit"),
     ("daq", "--ts-freq"), ("daq", "--reset-delay"),
 ]
 _REQUIRED = {"board": ["--pty"], "send": ["x.apx"], "emulate": ["--out", "x.apx"]}

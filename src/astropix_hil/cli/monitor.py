@@ -12,6 +12,7 @@ import threading
 
 from ..errors import ApxHilError
 from ..monitor import Accumulator, require
+from .argtypes import non_negative_float, positive_float
 from .recv import add_network_options
 
 
@@ -25,18 +26,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "--report no window is opened. Needs the [plot] extra (matplotlib).")
     add_network_options(parser)
     parser.add_argument("--file", metavar="RUN.apx", help="replay this file instead")
-    parser.add_argument("--speed", type=float, default=1.0, metavar="X",
+    parser.add_argument("--speed", type=non_negative_float, default=1.0, metavar="X",
                         help="with --file: X times the recorded pace (0: as fast as possible; "
                              "default %(default)s)")
     parser.add_argument("--png", metavar="DIR", help="write PNG snapshots to DIR (headless)")
-    parser.add_argument("--every", type=float, default=5.0, metavar="S",
+    parser.add_argument("--every", type=positive_float, default=5.0, metavar="S",
                         help="seconds between snapshots (default %(default)s)")
     parser.add_argument("--report", metavar="RUN.html",
                         help="write a self-contained HTML report at the end (headless)")
     parser.add_argument("--save", metavar="ACC.npz",
                         help="write the accumulated histograms and counters at the end")
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    parser.add_argument("--idle-exit", type=float, metavar="S",
+    parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--idle-exit", type=positive_float, metavar="S",
                         help="stop after S seconds without data")
     parser.add_argument("--force", action="store_true",
                         help="overwrite existing --png snapshots, --report or --save files")
