@@ -148,9 +148,12 @@ TIME_AND_RATE_OPTIONS = [
     ("run-with-board", "--rate"), ("run-with-board", "--timeout"),
     ("monitor", "--speed"), ("monitor", "--every"), ("monitor", "--duration"),
     ("monitor", "--idle-exit"),
+    ("configure", "--period"), ("configure", "--reply-timeout"), ("configure", "--vinj"),
+    ("daq", "--period"), ("daq", "--vinj"), ("emulate", "--period"), ("emulate", "--vinj"),
     ("daq", "--ts-freq"), ("daq", "--reset-delay"),
 ]
-_REQUIRED = {"board": ["--pty"], "send": ["x.apx"], "emulate": ["--out", "x.apx"]}
+_REQUIRED = {"board": ["--pty"], "send": ["x.apx"], "emulate": ["--out", "x.apx"],
+             "configure": ["--port", "apxemu://", "--config", "x.yml"]}
 #: Arguments that must come after the option under test (a program to run ends the options).
 _TRAILING = {"run-with-board": ["--", "true"]}
 

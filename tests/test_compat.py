@@ -215,6 +215,29 @@ def test_run_with_board_unmodified_programs(program, tmp_path, capsys):
     assert_same_hits(hits_of(out), truth_hits)
 
 
+def test_run_with_board_astep_profile_and_a_pyserial_program(tmp_path, capsys):
+    from astropix_hil.astep_files import read_astep_csv
+    from astropix_hil.astep_fmt import decode_readouts as decode_astep
+
+    out, truth = tmp_path / "run.bin", tmp_path / "truth.csv"
+    status, stdout, _ = run_with_board(
+        capsys, "--profile", "astep", "--seed", "3", "--rate", "20000", "--truth", str(truth),
+        "--json", "--", sys.executable, str(PROGRAMS / "astep_serial_daq.py"), str(out),
+        "2000")
+    assert status == 0
+    board = json.loads(stdout.strip().splitlines()[-1])["board"]
+    raw = out.read_bytes()
+    assert len(raw) >= 2000
+    hits = decode_astep([(raw, 0, 0)], byteorder="big").hits
+    _, true_hits = read_astep_csv(truth)
+    # The program read every byte the board served: the same hits, field for field.
+    assert board["bytes_served"] == len(raw)
+    assert len(hits) == len(true_hits) > 0
+    for name in hits.dtype.names:
+        if name not in ("readout_id", "timestamp", "decoding_order"):
+            np.testing.assert_array_equal(hits[name], true_hits[name], err_msg=name)
+
+
 def test_run_with_board_forwards_the_exit_status(capsys):
     status, _, err = run_with_board(capsys, "--", sys.executable, "-c", "raise SystemExit(3)")
     assert status == 3
@@ -299,6 +322,15 @@ def test_multicast_fixture_carries_datagrams(request, namespaces):
     assert source == channel.sender.address
     if namespaces:
         assert channel.sender.namespace != channel.receiver.namespace
+
+
+@pytest.mark.apx_board(profile="astep", seed=1, rate=5000)
+def test_astep_board_fixture(apx_board):
+    with serial.Serial(apx_board.port, 921600, timeout=3) as port:
+        port.write(bytes.fromhex("06000400"))
+        assert int.from_bytes(port.read(4), "little") == 0xAB04
+    assert apx_board.profile == "astep"
+    assert apx_board.stats["requests"] >= 1
 
 
 def test_strategies_fixture(apx_strategies):

@@ -84,6 +84,7 @@ def test_a_read_fifo_reset_drops_what_is_due_and_short_reads_cut():
 
 def test_the_truth_is_exact_while_every_readout_goes_out_whole():
     board = ReplayBoard(recorded(3))
+    board.release_spi_master()  # as the DAQ's start-up does
     served = [board.process(FIFO) for _ in range(4)]
     assert served[3] == b"\xff" * 2048 and board.stats.exhausted
     assert board.truth_exact

@@ -170,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
     args.baudrate = args.baudrate or (ASTEP_BAUDRATE if astep else DEFAULT_BAUDRATE)
     args.reply_timeout = args.reply_timeout or (ASTEP_REPLY_TIMEOUT if astep
                                                 else DEFAULT_REPLY_TIMEOUT)
+    if args.key and not args.no_multicast:
+        from ..framing.keys import load_key
+
+        load_key(args.key)  # a bad key file fails before the board is touched
     configures = bool(args.config) and not args.no_configure and not astep
     if configures:
         load_config(args.config)  # a bad file fails before the board is touched

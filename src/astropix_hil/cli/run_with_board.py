@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
 
 from ..boards.ptyserve import PtyServer
 from ..compat import PATH_DIR
@@ -23,7 +24,7 @@ from ..compat.ftd2xx import PORT_VARIABLE
 from ..compat.sitecustomize import PORTS_VARIABLE
 from ..errors import ApxHilError
 from .argtypes import positive_float
-from .board import add_board_options, finish_board, make_board
+from .board import add_board_options, finish_board, make_board, open_truth
 
 #: Exit status when the program could not be started, or was stopped by --timeout
 #: (as the shell and coreutils' timeout report them).
@@ -109,27 +110,33 @@ def summary_line(status: int, summary: dict) -> str:
                              sorted(summary.get("requests_per_register", {}).items()))
     unknown = " ".join(summary.get("unknown_registers", [])) or "none"
     truth = summary.get("truth_hits")
+    # The Nexys board counts readouts and overflowed frames, the A-STEP board reads and
+    # full-FIFO periods.
+    served = summary.get("readouts_served", summary.get("reads_served", 0))
+    overflows = summary.get("fifo_overflow_frames", summary.get("fifo_full", 0))
     return (f"apx-hil run-with-board: program exit status {status}; board: "
             f"{summary.get('requests', 0)} requests ({per_register or 'none'}), unknown "
-            f"registers {unknown}, readouts served {summary.get('readouts_served', 0)}, FIFO "
-            f"overflows {summary.get('fifo_overflow_frames', 0)}"
+            f"registers {unknown}, readouts served {served}, FIFO overflows {overflows}"
             + (f", {truth} true hits in {summary['truth_file']}" if truth is not None else ""))
 
 
 def run(args: argparse.Namespace) -> int:
     program = _program(args)
-    board = make_board(args)
-    stop = threading.Event()
-    with PtyServer(board) as server:
-        serving = threading.Thread(target=server.serve, args=(stop,), name="board",
-                                   daemon=True)
-        serving.start()
-        try:
-            status = _run_program(program, child_environment(server.path), args.timeout)
-        finally:
-            stop.set()
-            serving.join()
-    summary = finish_board(board, args)
+    with ExitStack() as outputs:
+        truth = open_truth(args, outputs)
+        board = make_board(args, truth)
+        stop = threading.Event()
+        with PtyServer(board) as server:
+            serving = threading.Thread(target=server.serve, args=(stop,), name="board",
+                                       kwargs={"on_idle": getattr(board, "advance", None)},
+                                       daemon=True)
+            serving.start()
+            try:
+                status = _run_program(program, child_environment(server.path), args.timeout)
+            finally:
+                stop.set()
+                serving.join()
+        summary = finish_board(board, args, truth)
     if args.json:
         print(json.dumps({"exit_status": status, "board": summary}), flush=True)
     else:

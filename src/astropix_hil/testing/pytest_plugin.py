@@ -37,7 +37,9 @@ import pytest
 
 from .netpair import MulticastChannel, loopback_channel, namespace_channel, namespaces_available
 
-PROFILES = ("nexys",)
+PROFILES = ("nexys", "astep")
+#: The in-process pyserial URL scheme of each profile.
+URL_SCHEMES = {"nexys": "apxemu", "astep": "astepemu"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -124,13 +126,22 @@ def _board_options(options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return profile, options
 
 
-@pytest.fixture
-def apx_board(request: pytest.FixtureRequest) -> Iterator[BoardUnderTest]:
-    """A virtual board on a pseudo-terminal for the test's duration."""
+def _make_board(profile: str, options: dict[str, Any]) -> Any:
+    if profile == "astep":
+        from ..boards.astep.board import AstepBoard
+
+        return AstepBoard.from_options(**options)
     from ..boards.nexys.board import VirtualBoard
 
-    _profile, options = _board_options(_options(request, "apx_board"))
-    board = BoardUnderTest(VirtualBoard.from_options(**options), _profile)
+    return VirtualBoard.from_options(truth=True, **options)
+
+
+@pytest.fixture
+def apx_board(request: pytest.FixtureRequest) -> Iterator[BoardUnderTest]:
+    """A virtual board on a pseudo-terminal for the test's duration (profile ``nexys``, the
+    default, or ``astep``)."""
+    profile, options = _board_options(_options(request, "apx_board"))
+    board = BoardUnderTest(_make_board(profile, options), profile)
     try:
         yield board
     finally:
@@ -140,9 +151,12 @@ def apx_board(request: pytest.FixtureRequest) -> Iterator[BoardUnderTest]:
 @pytest.fixture
 def apx_board_url(request: pytest.FixtureRequest) -> str:
     """The virtual board as an in-process pyserial URL, e.g. ``apxemu://?seed=1&rate=1000``
-    (open it with ``serial.serial_for_url`` after ``import astropix_hil``)."""
-    _profile, options = _board_options(_options(request, "apx_board"))
-    return "apxemu://?" + urlencode(options)
+    or ``astepemu://?layers=3&chips=4`` (open it with ``serial.serial_for_url`` after
+    ``import astropix_hil``; the Nexys board keeps its truth: ``port.board.truth()``)."""
+    profile, options = _board_options(_options(request, "apx_board"))
+    if profile == "nexys":
+        options.setdefault("keep_truth", 1)
+    return f"{URL_SCHEMES[profile]}://?" + urlencode(options)
 
 
 @dataclass
