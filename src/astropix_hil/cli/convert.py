@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from ..fileio import iter_hit_chunks, read_header
+from ..fileio import ReadReport, iter_hit_chunks, read_header
 from ..fmt import HIT_DTYPE
 from ..hitcsv import write_hits_csv
 
@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     output = args.output or f"{os.path.splitext(args.apx)[0]}.{args.format}"
     header = read_header(args.apx)
-    chunks = (chunk.hits for chunk in iter_hit_chunks(args.apx))
+    report = ReadReport()
+    chunks = (chunk.hits for chunk in iter_hit_chunks(args.apx, report=report))
     if args.format == "npy":
         hits = np.concatenate([*chunks, np.empty(0, dtype=HIT_DTYPE)])
         np.save(sys.stdout.buffer if output == "-" else output, hits)
@@ -44,5 +45,10 @@ def run(args: argparse.Namespace) -> int:
             count = write_hits_csv(stream, chunks, header)
     if output != "-":
         print(f"{count} hits written to {output}", file=sys.stderr)
+    if report.damaged_bytes:
+        print(f"apx-hil convert: {args.apx}: skipped {report.damaged_bytes} damaged bytes in "
+              f"{report.damaged_regions} regions (first at byte offset "
+              f"{report.damaged[0][0]}); every readout outside them was converted",
+              file=sys.stderr)
     return 0
 

@@ -9,15 +9,16 @@ import warnings
 
 import numpy as np
 
-from ..errors import TruncatedFileWarning
-from ..fileio import iter_hit_chunks, read_header
+from ..fileio import ReadReport, iter_hit_chunks, read_header
 from ..fmt import Decoding
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info", help="summarize an .apx file",
-        description="Readouts, hits, decoding flags seen, readout-id gaps, time span and rates.")
+        description="Readouts, hits, decoding flags seen, readout-id gaps, time span and rates. "
+                    "Exit status 1 if damaged bytes were skipped (a truncated last readout "
+                    "is reported, not an error).")
     parser.add_argument("apx", help="input .apx file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--header", action="store_true", help="also print the JSON header")
@@ -30,10 +31,11 @@ def summarize(path: str) -> dict:
     readouts = hits = data_bytes = missing = 0
     flags = dict.fromkeys((flag.name for flag in Decoding), 0)
     first_ts = last_ts = first_id = last_id = None
-    truncated = False
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TruncatedFileWarning)
-        for chunk in iter_hit_chunks(path):
+    report = ReadReport()
+    with warnings.catch_warnings():
+        # The report counts them; the summary says so.
+        warnings.simplefilter("ignore")
+        for chunk in iter_hit_chunks(path, report=report):
             n = len(chunk.readout_ids)
             if n == 0:
                 continue
@@ -50,7 +52,6 @@ def summarize(path: str) -> dict:
             data_bytes += chunk.data_bytes
             for flag in Decoding:
                 flags[flag.name] += int(((chunk.status >> flag) & 1).sum())
-        truncated = any(issubclass(w.category, TruncatedFileWarning) for w in caught)
     span_s = (last_ts - first_ts) / 1e9 if readouts > 1 else 0.0
     return {
         "file": path,
@@ -68,7 +69,12 @@ def summarize(path: str) -> dict:
         "readout_rate_hz": readouts / span_s if span_s > 0 else None,
         "hit_rate_hz": hits / span_s if span_s > 0 else None,
         "decoding_flags": {name: count for name, count in flags.items() if count},
-        "truncated": truncated,
+        "truncated": report.truncated_at is not None,
+        "truncated_bytes": report.truncated_bytes,
+        "damaged_bytes": report.damaged_bytes,
+        "damaged_region_count": report.damaged_regions,
+        # (byte offset, length) of the first damaged regions.
+        "damaged_regions": [list(region) for region in report.damaged],
     }
 
 
@@ -76,9 +82,10 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(args.apx)
     if args.header:
         summary["header"] = read_header(args.apx)
+    status = 1 if summary["damaged_bytes"] else 0
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
+        return status
     print(f"file            {summary['file']} ({summary['size_bytes']} bytes)")
     print(f"readouts        {summary['readouts']} (ids {summary['first_readout_id']}.."
           f"{summary['last_readout_id']}, {summary['missing_readout_ids']} missing)")
@@ -91,8 +98,16 @@ def run(args: argparse.Namespace) -> int:
     flags = summary["decoding_flags"]
     print("decoding flags  " + (", ".join(f"{k}: {v}" for k, v in flags.items()) or "none"))
     if summary["truncated"]:
-        print("truncated       yes: the file ends inside its last readout")
+        print(f"truncated       yes: the file ends inside its last readout "
+              f"({summary['truncated_bytes']} bytes of it)")
+    if summary["damaged_bytes"]:
+        where = ", ".join(f"{length} bytes at byte offset {offset}"
+                          for offset, length in summary["damaged_regions"])
+        more = summary["damaged_region_count"] - len(summary["damaged_regions"])
+        print(f"damaged         {summary['damaged_bytes']} bytes skipped in "
+              f"{summary['damaged_region_count']} regions: {where}"
+              + (f" and {more} more" if more else ""))
     print(f"header keys     {', '.join(summary['header_keys'])}")
     if args.header:
         print(json.dumps(summary["header"], indent=2))
-    return 0
+    return status
