@@ -31,6 +31,7 @@ from .fmt import (
     PADDING_BYTE,
     READOUT_HEADER,
     READOUT_MAGIC,
+    START_BYTE_NP,
     AstroPix4Readout,
     Decoding,
 )
@@ -137,15 +138,23 @@ class _Windows:
         return pos
 
 
-def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                  readout_ids: np.ndarray, timestamps: np.ndarray,
-                  extra_bytes: bytes | None = None) -> BulkHits:
-    """Decode the readouts ``buf[starts[i]:ends[i]]`` in order, passing extra bytes along.
+class _Found(NamedTuple):
+    """Hit words found in some readouts: word ``k`` is hit ``order[k]`` of readout ``rix[k]``."""
 
-    ``extra_bytes`` are the extra bytes of the readout before the first one (None for the first
-    readout of a run).
-    """
-    win = _Windows(np.asarray(buf, dtype=np.uint8))
+    words: np.ndarray
+    rix: np.ndarray
+    order: np.ndarray
+    status: np.ndarray
+    counts: np.ndarray
+    extra_bytes: bytes | None
+
+
+def _lockstep(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, linked: np.ndarray,
+              extra_bytes: bytes | None) -> _Found:
+    """The careful path: every step of :func:`~astropix_hil.fmt.decode_readout` for all
+    readouts at once. ``linked[i]``: readout ``i - 1`` is the one before readout ``i`` (else
+    readout ``i`` gets no extra bytes; for ``i == 0``, ``extra_bytes``)."""
+    win = _Windows(buf)
     data = win.buf
     n = len(starts)
     # Positions below are in the padded buffer.
@@ -230,8 +239,9 @@ def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     extra_len = np.where(extra_pos >= 0, ends - extra_pos, 0)
     prev_pos = np.concatenate(([0], extra_pos[:-1]))
     prev_len = np.concatenate(([0], extra_len[:-1]))
+    prev_len[~linked] = 0
     carried = np.frombuffer(extra_bytes or b"", dtype=np.uint8)
-    if n and carried.size:
+    if n and carried.size and linked[0]:
         prev_len[0] = carried.size
     o_prev_len = prev_len[orphan_idx]
     has_prev = o_prev_len > 0
@@ -247,7 +257,7 @@ def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
         from_prev = (prev_pos[m_rix][:, None] + _COL).clip(0, len(data) - 1)
         from_orphan = (first[m_rix][:, None] + _COL - m_len).clip(0, len(data) - 1)
         m_words[:] = data[np.where(take_prev, from_prev, from_orphan)]
-        if m_rix[0] == 0 and carried.size:
+        if m_rix[0] == 0 and carried.size and linked[0]:
             m_words[0, :carried.size] = carried
         count[m_rix] += 1
 
@@ -274,30 +284,153 @@ def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
         rix[dest] = all_rix
         order[dest] = all_order
 
-    last_extra = extra_bytes if n == 0 else None
+    last_extra = None
     if n and extra_pos[-1] >= 0:
         last_extra = data[extra_pos[-1]:ends[-1]].tobytes()
-    hits = hits_from_words(words, np.asarray(readout_ids)[rix], np.asarray(timestamps)[rix], order)
+    return _Found(words, rix, order, status, count, last_extra)
+
+
+def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  readout_ids: np.ndarray, timestamps: np.ndarray,
+                  extra_bytes: bytes | None = None) -> BulkHits:
+    """Decode the readouts ``buf[starts[i]:ends[i]]`` in order, passing extra bytes along.
+
+    ``extra_bytes`` are the extra bytes of the readout before the first one (None for the first
+    readout of a run). Regular readouts (see :func:`_regular_words`) are decoded in a few numpy
+    passes over the whole buffer; the others go through the careful lock-step path.
+    """
+    buf = np.asarray(buf, dtype=np.uint8)
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    n = len(starts)
+    if n == 0:
+        return BulkHits(np.empty(0, dtype=HIT_DTYPE), np.zeros(0, dtype=np.uint8), extra_bytes)
+    regular, word_pos, word_rix = _regular_words(buf, starts, ends)
+    counts = np.bincount(word_rix, minlength=n)
+    status = np.zeros(n, dtype=np.uint8)
+    words = (sliding_window_view(buf, HIT_SIZE)[word_pos] if word_pos.size
+             else np.empty((0, HIT_SIZE), dtype=np.uint8))
+    irregular = np.flatnonzero(~regular)
+    last_extra = None
+    if irregular.size == 0:
+        order = np.arange(len(word_pos)) - (np.cumsum(counts) - counts)[word_rix]
+        rix = word_rix
+    else:
+        linked = np.empty(irregular.size, dtype=bool)
+        linked[0] = irregular[0] == 0
+        linked[1:] = np.diff(irregular) == 1
+        found = _lockstep(buf, starts[irregular], ends[irregular], linked,
+                          extra_bytes if irregular[0] == 0 else None)
+        if irregular[-1] == n - 1:
+            last_extra = found.extra_bytes
+        status[irregular] = found.status
+        counts[irregular] = found.counts
+        offsets = np.cumsum(counts) - counts
+        total = int(counts.sum())
+        fast_order = np.arange(len(word_pos)) - (np.cumsum(np.bincount(
+            word_rix, minlength=n)) - np.bincount(word_rix, minlength=n))[word_rix]
+        slow_rix = irregular[found.rix]
+        merged = np.empty((total, HIT_SIZE), dtype=np.uint8)
+        rix = np.empty(total, dtype=np.int64)
+        order = np.empty(total, dtype=np.int64)
+        for w, r, o in ((words, word_rix, fast_order), (found.words, slow_rix, found.order)):
+            dest = offsets[r] + o
+            merged[dest] = w
+            rix[dest] = r
+            order[dest] = o
+        words = merged
+    hits = hits_from_words(words, np.asarray(readout_ids)[rix], np.asarray(timestamps)[rix],
+                           order)
     return BulkHits(hits, status, last_extra)
+
+
+def _regular_words(buf: np.ndarray, starts: np.ndarray,
+                   ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Find the hit words of the *regular* readouts in a few passes over the whole buffer.
+
+    A readout is regular when every run of non-skipped bytes (not idle, not padding) lies
+    inside one 8-byte word that starts with a start byte at the first run more than 7 bytes
+    after the previous word's start, its last word ends before its last byte, and it has no
+    trailing padding. For such a readout the reference decoder finds exactly those words: no
+    orphan bytes, no extra bytes, and no re-alignment (the byte after each word's idle run is
+    the next start byte). Returns the regular mask per readout and the position and readout
+    of each word of the regular readouts, in order.
+    """
+    size, n = len(buf), len(starts)
+    # Bytes inside the readouts' data, so that runs never cross into a readout header.
+    bounds = np.empty(2 * n + 2, dtype=np.int64)
+    bounds[0], bounds[-1] = 0, size
+    bounds[1:-1:2] = starts
+    bounds[2:-1:2] = ends
+    pattern = np.zeros(2 * n + 1, dtype=bool)
+    pattern[1::2] = True  # gaps between the readouts' data (headers), then data
+    inside = np.repeat(pattern, np.diff(bounds))
+    kept = np.zeros(size + 2, dtype=bool)  # byte i at kept[i + 1], a False on each side
+    inside &= buf != IDLE_BYTE  # comparisons: several times faster than a lookup table
+    inside &= buf != PADDING_BYTE
+    kept[1:-1] = inside
+    # Readouts back to back (no header between, as in decode_readouts): a run must not go on
+    # from one readout's data into the next one's.
+    joined = starts[1:][(starts[1:] == ends[:-1]) & (ends[:-1] > starts[:-1])]
+    joined = joined[kept[joined] & kept[joined + 1]]
+    if joined.size:
+        step = kept[1:].view(np.int8) - kept[:-1].view(np.int8)
+        begins, stops = step == 1, step == -1
+        begins[joined] = stops[joined] = True
+        run_start, run_end = np.flatnonzero(begins), np.flatnonzero(stops)
+    else:
+        edges = np.flatnonzero(kept[1:] != kept[:-1])  # a run's start and end alternate
+        run_start, run_end = edges[0::2], edges[1::2]
+    irregular = np.zeros(n, dtype=bool)
+    nonempty = ends > starts
+    irregular[nonempty] = buf[ends[nonempty] - 1] == PADDING_BYTE
+    if run_start.size == 0:
+        return ~irregular, run_start, run_start
+    # Runs never cross a readout's data boundary: count the runs of each readout.
+    first_run = np.searchsorted(run_start, starts)
+    run_rix = np.repeat(np.arange(n), np.diff(first_run, append=run_start.size))
+    first = np.empty(run_start.size, dtype=bool)
+    first[0] = True
+    first[1:] = (run_rix[1:] != run_rix[:-1]) | (np.diff(run_start) >= HIT_SIZE)
+    head = run_start[np.maximum.accumulate(np.where(first, np.arange(run_start.size), 0))]
+    # A run reaching past its cluster's first word: back-to-back words, or a word that starts
+    # within 8 bytes of an inner run of the word before it. Both need the careful path.
+    bad_run = run_end > head + HIT_SIZE
+    irregular[run_rix[bad_run]] = True
+    word_pos = run_start[first]
+    word_rix = run_rix[first]
+    bad_word = ~START_BYTE_NP[buf[word_pos]] | (word_pos + HIT_SIZE >= ends[word_rix])
+    irregular[word_rix[bad_word]] = True
+    keep = ~irregular[word_rix]
+    return ~irregular, word_pos[keep], word_rix[keep]
 
 
 def hits_from_words(words: np.ndarray, readout_ids: np.ndarray, timestamps: np.ndarray,
                     decoding_order: np.ndarray) -> np.ndarray:
     """Hit records from wire words (shape ``(n, 8)``) and the readout fields of each hit."""
-    words = np.asarray(words, dtype=np.uint8).reshape(-1, HIT_SIZE)
-    value = np.ascontiguousarray(BIT_REVERSE_NP[words]).view(">u8").ravel().astype(np.uint64)
-    hits = np.empty(len(value), dtype=HIT_DTYPE)
-    for name, (shift, mask) in FIELD_SHIFTS.items():
-        hits[name] = (value >> np.uint64(shift)) & np.uint64(mask)
+    words = np.ascontiguousarray(words, dtype=np.uint8).reshape(-1, HIT_SIZE)
+    # Bit-reverse two bytes per lookup; then the word is two big-endian 32-bit halves.
+    halves = _BIT_REVERSE_16.take(words.view(np.uint16)).view(">u4")
+    hi = halves[:, 0].astype(np.uint32)
+    lo = halves[:, 1].astype(np.uint32)
+    hits = np.empty(len(words), dtype=HIT_DTYPE)
+    for name, source, shift, mask in _HALF_FIELDS:
+        half = hi if source else lo
+        part = half >> np.uint32(shift) if shift else half
+        np.bitwise_and(part, mask, out=hits[name], casting="unsafe")
+    # ts_coarse1 straddles the halves: 13 bits of the high one, 1 of the low one.
+    np.bitwise_or((hi & np.uint32(0x1FFF)) << np.uint32(1), lo >> np.uint32(31),
+                  out=hits["ts_coarse1"], casting="unsafe")
     hits["readout_id"] = readout_ids
     hits["timestamp"] = timestamps
     hits["decoding_order"] = decoding_order
-    dec1 = _gray_decode((hits["ts_coarse1"].astype(np.uint32) << 3) | hits["ts_fine1"])
-    dec2 = _gray_decode((hits["ts_coarse2"].astype(np.uint32) << 3) | hits["ts_fine2"])
-    dec2 = np.where(dec2 < dec1, dec2 + CLOCK_ROLLOVER, dec2)
+    # The 17-bit Gray counters are coarse and fine side by side: decode them by table.
+    dec1 = _GRAY_17.take(((hi & np.uint32(0x1FFF)) << np.uint32(4)) | (lo >> np.uint32(28)))
+    dec2 = _GRAY_17.take((lo >> np.uint32(5)) & np.uint32(0x1FFFF))
+    dec2 += (dec2 < dec1) * np.uint32(CLOCK_ROLLOVER)
     hits["ts_dec1"] = dec1
     hits["ts_dec2"] = dec2
-    hits["tot_us"] = (dec2.astype(np.int64) - dec1) / CLOCK_CYCLES_PER_US
+    np.divide(dec2.astype(np.int64) - dec1, CLOCK_CYCLES_PER_US, out=hits["tot_us"])
     return hits
 
 
@@ -310,11 +443,31 @@ def words_from_fields(hits: np.ndarray) -> np.ndarray:
     return BIT_REVERSE_NP[value.astype(">u8").view(np.uint8).reshape(-1, HIT_SIZE)]
 
 
+def _half_fields() -> tuple[tuple[str, bool, int, int], ...]:
+    """Each field that lies in one 32-bit half of the word: (name, high half, shift, mask)."""
+    out = []
+    for name, (shift, mask) in FIELD_SHIFTS.items():
+        width = mask.bit_length()
+        if shift >= 32:
+            out.append((name, True, shift - 32, mask))
+        elif shift + width <= 32:
+            out.append((name, False, shift, mask))
+    return tuple(out)
+
+
 def _gray_decode(gray: np.ndarray) -> np.ndarray:
     gray = gray.astype(np.uint32)
     for shift in (16, 8, 4, 2, 1):
         gray ^= gray >> np.uint32(shift)
     return gray
+
+
+_HALF_FIELDS = _half_fields()
+_GRAY_17 = _gray_decode(np.arange(CLOCK_ROLLOVER, dtype=np.uint32))
+_BIT_REVERSE_16 = (BIT_REVERSE_NP[np.arange(1 << 16) & 0xFF].astype(np.uint16)
+                   | (BIT_REVERSE_NP[np.arange(1 << 16) >> 8].astype(np.uint16) << 8))
+if np.little_endian is False:  # pragma: no cover - the table is built for a uint16 view
+    _BIT_REVERSE_16 = _BIT_REVERSE_16.byteswap()
 
 
 def frame_readouts(buf: np.ndarray, base_offset: int = 0, path: str | None = None) -> Frames:

@@ -395,14 +395,18 @@ def iter_hit_chunks(path: str | os.PathLike, chunk_bytes: int = 4 << 20,
                        int(np.sum(frames.ends - frames.starts)))
 
 
-def read_hits(path: str | os.PathLike) -> np.ndarray:
+def read_hits(path: str | os.PathLike, chunk_bytes: int = 4 << 20,
+              report: ReadReport | None = None) -> np.ndarray:
     """Decode every hit of an ``.apx`` file into one array of dtype
     :data:`~astropix_hil.fmt.HIT_DTYPE` (columns as :data:`~astropix_hil.fmt.HIT_COLUMNS`).
 
     The fast path: agrees hit for hit with decoding the readouts one by one while passing each
-    readout's extra bytes to the next.
+    readout's extra bytes to the next. The file is decoded ``chunk_bytes`` at a time and the
+    chunks joined once at the end (a file of one chunk is not copied).
     """
-    chunks = [chunk.hits for chunk in iter_hit_chunks(path)]
+    chunks = [chunk.hits for chunk in iter_hit_chunks(path, chunk_bytes, report)]
+    if len(chunks) == 1:
+        return chunks[0]
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=HIT_DTYPE)
 
 
