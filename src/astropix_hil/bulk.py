@@ -146,7 +146,12 @@ class _Found(NamedTuple):
     order: np.ndarray
     status: np.ndarray
     counts: np.ndarray
+    #: Extra bytes of the last readout (None if it has none).
     extra_bytes: bytes | None
+    #: Per readout: where its extra bytes start (-1: none) and where its data ends (padding
+    #: stripped), as offsets in the buffer.
+    extra_pos: np.ndarray
+    data_ends: np.ndarray
 
 
 def _lockstep(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, linked: np.ndarray,
@@ -287,7 +292,9 @@ def _lockstep(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, linked: np.
     last_extra = None
     if n and extra_pos[-1] >= 0:
         last_extra = data[extra_pos[-1]:ends[-1]].tobytes()
-    return _Found(words, rix, order, status, count, last_extra)
+    has_extra = extra_pos >= 0
+    extra_pos[has_extra] -= _PAD_WIDTH
+    return _Found(words, rix, order, status, count, last_extra, extra_pos, ends - _PAD_WIDTH)
 
 
 def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
@@ -299,49 +306,113 @@ def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     readout of a run). Regular readouts (see :func:`_regular_words`) are decoded in a few numpy
     passes over the whole buffer; the others go through the careful lock-step path.
     """
-    buf = np.asarray(buf, dtype=np.uint8)
-    starts = np.asarray(starts, dtype=np.int64)
-    ends = np.asarray(ends, dtype=np.int64)
+    found = _decode(np.asarray(buf, dtype=np.uint8), np.asarray(starts, dtype=np.int64),
+                    np.asarray(ends, dtype=np.int64), extra_bytes)
+    if len(starts) == 0:
+        return BulkHits(np.empty(0, dtype=HIT_DTYPE), found.status, extra_bytes)
+    hits = hits_from_words(found.words, np.asarray(readout_ids)[found.rix],
+                           np.asarray(timestamps)[found.rix], found.order)
+    return BulkHits(hits, found.status, found.extra_bytes)
+
+
+def _decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+            extra_bytes: bytes | None) -> _Found:
+    """The hit words of readouts ``buf[starts[i]:ends[i]]``, in readout then decoding order."""
     n = len(starts)
+    none = np.full(n, -1, dtype=np.int64)
     if n == 0:
-        return BulkHits(np.empty(0, dtype=HIT_DTYPE), np.zeros(0, dtype=np.uint8), extra_bytes)
+        empty = np.empty(0, dtype=np.int64)
+        return _Found(np.empty((0, HIT_SIZE), np.uint8), empty, empty,
+                      np.zeros(0, dtype=np.uint8), empty, None, none, ends)
     regular, word_pos, word_rix = _regular_words(buf, starts, ends)
     counts = np.bincount(word_rix, minlength=n)
     status = np.zeros(n, dtype=np.uint8)
     words = (sliding_window_view(buf, HIT_SIZE)[word_pos] if word_pos.size
              else np.empty((0, HIT_SIZE), dtype=np.uint8))
+    fast_order = np.arange(len(word_pos)) - (np.cumsum(counts) - counts)[word_rix]
     irregular = np.flatnonzero(~regular)
-    last_extra = None
     if irregular.size == 0:
-        order = np.arange(len(word_pos)) - (np.cumsum(counts) - counts)[word_rix]
-        rix = word_rix
-    else:
-        linked = np.empty(irregular.size, dtype=bool)
-        linked[0] = irregular[0] == 0
-        linked[1:] = np.diff(irregular) == 1
-        found = _lockstep(buf, starts[irregular], ends[irregular], linked,
-                          extra_bytes if irregular[0] == 0 else None)
-        if irregular[-1] == n - 1:
-            last_extra = found.extra_bytes
-        status[irregular] = found.status
-        counts[irregular] = found.counts
-        offsets = np.cumsum(counts) - counts
-        total = int(counts.sum())
-        fast_order = np.arange(len(word_pos)) - (np.cumsum(np.bincount(
-            word_rix, minlength=n)) - np.bincount(word_rix, minlength=n))[word_rix]
-        slow_rix = irregular[found.rix]
-        merged = np.empty((total, HIT_SIZE), dtype=np.uint8)
-        rix = np.empty(total, dtype=np.int64)
-        order = np.empty(total, dtype=np.int64)
-        for w, r, o in ((words, word_rix, fast_order), (found.words, slow_rix, found.order)):
-            dest = offsets[r] + o
-            merged[dest] = w
-            rix[dest] = r
-            order[dest] = o
-        words = merged
-    hits = hits_from_words(words, np.asarray(readout_ids)[rix], np.asarray(timestamps)[rix],
-                           order)
-    return BulkHits(hits, status, last_extra)
+        return _Found(words, word_rix, fast_order, status, counts, None, none, ends)
+    linked = np.empty(irregular.size, dtype=bool)
+    linked[0] = irregular[0] == 0
+    linked[1:] = np.diff(irregular) == 1
+    slow = _lockstep(buf, starts[irregular], ends[irregular], linked,
+                     extra_bytes if irregular[0] == 0 else None)
+    last_extra = slow.extra_bytes if irregular[-1] == n - 1 else None
+    status[irregular] = slow.status
+    counts[irregular] = slow.counts
+    extra_pos = none
+    extra_pos[irregular] = slow.extra_pos
+    data_ends = ends.copy()
+    data_ends[irregular] = slow.data_ends
+    offsets = np.cumsum(counts) - counts
+    total = int(offsets[-1] + counts[-1])
+    merged = np.empty((total, HIT_SIZE), dtype=np.uint8)
+    rix = np.empty(total, dtype=np.int64)
+    order = np.empty(total, dtype=np.int64)
+    for w, r, o in ((words, word_rix, fast_order), (slow.words, irregular[slow.rix], slow.order)):
+        dest = offsets[r] + o
+        merged[dest] = w
+        rix[dest] = r
+        order[dest] = o
+    return _Found(merged, rix, order, status, counts, last_extra, extra_pos, data_ends)
+
+
+_new_object = object.__new__
+_ORPHAN_FLAGS = ((1 << Decoding.ORPHAN_BYTES_MATCHED) | (1 << Decoding.ORPHAN_BYTES_DROPPED)
+                 | (1 << Decoding.ORPHAN_BYTES_NOT_USED))
+
+
+class ReadoutBlock:
+    """Consecutive readouts of one buffer, decoded in bulk the first time one of them is
+    decoded through the per-object API (:meth:`astropix_hil.fmt.AstroPix4Readout.decode`).
+
+    The bulk decode chains extra bytes from each readout to the next, starting with none; a
+    readout decoded with other extra bytes than that (only possible with orphan bytes) is
+    decoded on its own instead (:meth:`result` returns None).
+    """
+
+    __slots__ = ("_buf", "_decoded", "_ends", "_ids", "_stamps", "_starts")
+
+    def __init__(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 readout_ids: np.ndarray, timestamps: np.ndarray) -> None:
+        self._buf = buf
+        self._starts = starts
+        self._ends = ends
+        self._ids = readout_ids
+        self._stamps = timestamps
+        self._decoded: tuple | None = None
+
+    def _decode(self) -> tuple:
+        found = _decode(self._buf, self._starts, self._ends, None)
+        rows = hits_from_words(found.words, self._ids[found.rix], self._stamps[found.rix],
+                               found.order).tolist()
+        words = found.words.tobytes()
+        first = (np.cumsum(found.counts) - found.counts).tolist()
+        extras: list[bytes | None] = [None] * len(self._starts)
+        for i in np.flatnonzero(found.extra_pos >= 0).tolist():
+            extras[i] = self._buf[found.extra_pos[i]:found.data_ends[i]].tobytes()
+        self._decoded = (rows, words, first, found.counts.tolist(), found.status.tolist(),
+                         extras)
+        return self._decoded
+
+    def result(self, index: int, extra_bytes: bytes | None,
+               hit_class: type) -> tuple[list, bytes | None, int] | None:
+        """Readout ``index``'s hits (objects of ``hit_class``), extra bytes and status code, if
+        decoding it after ``extra_bytes`` gives what the bulk decode found; else None."""
+        rows, words, first, counts, status, extras = self._decoded or self._decode()
+        code = status[index]
+        if code & _ORPHAN_FLAGS and extra_bytes != (extras[index - 1] if index else None):
+            return None
+        hits = []
+        lo = first[index]
+        for k in range(lo, lo + counts[index]):
+            # AstroPix4Hit.from_row, inlined: this is the per-object hot path.
+            hit = _new_object(hit_class)
+            hit._row = rows[k]
+            hit._word = words[8 * k:8 * k + 8]
+            hits.append(hit)
+        return hits, extras[index], code
 
 
 def _regular_words(buf: np.ndarray, starts: np.ndarray,

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
-from .bulk import BulkHits, Frames, decode_frames
+from .bulk import BulkHits, Frames, ReadoutBlock, decode_frames
 from .errors import (
     BadHeaderError,
     BadMagicError,
@@ -157,13 +157,14 @@ class ApxReader:
 
     def __iter__(self) -> Iterator[AstroPix4Readout]:
         self.report = ReadReport()
-        parsed = self.readout_class._parsed
         for window, frames, _ in iter_frame_chunks(self.path, _CHUNK, self.report):
             data = window.tobytes()
-            for start, end, rid, stamp in zip(frames.starts.tolist(), frames.ends.tolist(),
-                                               frames.readout_ids.tolist(),
-                                               frames.timestamps.tolist(), strict=True):
-                yield parsed(data[start:end], rid, stamp)
+            # Decoding any readout of the chunk decodes them all in bulk (once).
+            block = ReadoutBlock(np.frombuffer(data, dtype=np.uint8), frames.starts,
+                                 frames.ends, frames.readout_ids, frames.timestamps)
+            yield from self.readout_class._parsed_block(
+                data, frames.starts.tolist(), frames.ends.tolist(),
+                frames.readout_ids.tolist(), frames.timestamps.tolist(), block)
         self.truncated_bytes = self.report.truncated_bytes
         self.skipped_bytes = self.report.damaged_bytes
 
