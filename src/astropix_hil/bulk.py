@@ -21,6 +21,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import BadReadoutHeaderError
 from .fmt import (
+    _START_BYTE_RE,
     BIT_REVERSE_NP,
     CLOCK_CYCLES_PER_US,
     CLOCK_ROLLOVER,
@@ -155,10 +156,10 @@ class _Found(NamedTuple):
 
 
 def _lockstep(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, linked: np.ndarray,
-              extra_bytes: bytes | None) -> _Found:
+              carried_in: dict[int, bytes]) -> _Found:
     """The careful path: every step of :func:`~astropix_hil.fmt.decode_readout` for all
-    readouts at once. ``linked[i]``: readout ``i - 1`` is the one before readout ``i`` (else
-    readout ``i`` gets no extra bytes; for ``i == 0``, ``extra_bytes``)."""
+    readouts at once. ``linked[i]``: readout ``i - 1`` is the one before readout ``i``; else
+    readout ``i`` gets the extra bytes ``carried_in[i]`` (none if absent)."""
     win = _Windows(buf)
     data = win.buf
     n = len(starts)
@@ -245,9 +246,9 @@ def _lockstep(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, linked: np.
     prev_pos = np.concatenate(([0], extra_pos[:-1]))
     prev_len = np.concatenate(([0], extra_len[:-1]))
     prev_len[~linked] = 0
-    carried = np.frombuffer(extra_bytes or b"", dtype=np.uint8)
-    if n and carried.size and linked[0]:
-        prev_len[0] = carried.size
+    carried_in = {i: extra for i, extra in carried_in.items() if extra and i < n and not linked[i]}
+    for i, extra in carried_in.items():
+        prev_len[i] = len(extra)
     o_prev_len = prev_len[orphan_idx]
     has_prev = o_prev_len > 0
     matched = has_prev & (o_prev_len + orphan_len == HIT_SIZE)
@@ -262,8 +263,9 @@ def _lockstep(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, linked: np.
         from_prev = (prev_pos[m_rix][:, None] + _COL).clip(0, len(data) - 1)
         from_orphan = (first[m_rix][:, None] + _COL - m_len).clip(0, len(data) - 1)
         m_words[:] = data[np.where(take_prev, from_prev, from_orphan)]
-        if m_rix[0] == 0 and carried.size and linked[0]:
-            m_words[0, :carried.size] = carried
+        for k in np.flatnonzero(np.isin(m_rix, list(carried_in))).tolist():
+            extra = carried_in[int(m_rix[k])]
+            m_words[k, :len(extra)] = np.frombuffer(extra, dtype=np.uint8)
         count[m_rix] += 1
 
     # Scatter every hit to its place: readout order, then decoding order.
@@ -317,45 +319,123 @@ def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
 
 def _decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
             extra_bytes: bytes | None) -> _Found:
-    """The hit words of readouts ``buf[starts[i]:ends[i]]``, in readout then decoding order."""
+    """The hit words of readouts ``buf[starts[i]:ends[i]]``, in readout then decoding order.
+
+    Regular readouts, also those that begin with the rest of a hit split across readouts
+    (orphan bytes) or end with the start of one (extra bytes), take the fast path; the others
+    the lock-step path.
+    """
     n = len(starts)
-    none = np.full(n, -1, dtype=np.int64)
     if n == 0:
         empty = np.empty(0, dtype=np.int64)
         return _Found(np.empty((0, HIT_SIZE), np.uint8), empty, empty,
-                      np.zeros(0, dtype=np.uint8), empty, None, none, ends)
-    regular, word_pos, word_rix = _regular_words(buf, starts, ends)
-    counts = np.bincount(word_rix, minlength=n)
+                      np.zeros(0, dtype=np.uint8), empty, None, empty, ends)
+    fast = _regular_words(buf, starts, ends)
+    regular, extra_pos = fast.regular, fast.extra_pos
+    words = [fast.positions]
+    rixs = [fast.rix]
     status = np.zeros(n, dtype=np.uint8)
-    words = (sliding_window_view(buf, HIT_SIZE)[word_pos] if word_pos.size
-             else np.empty((0, HIT_SIZE), dtype=np.uint8))
-    fast_order = np.arange(len(word_pos)) - (np.cumsum(counts) - counts)[word_rix]
-    irregular = np.flatnonzero(~regular)
-    if irregular.size == 0:
-        return _Found(words, word_rix, fast_order, status, counts, None, none, ends)
-    linked = np.empty(irregular.size, dtype=bool)
-    linked[0] = irregular[0] == 0
-    linked[1:] = np.diff(irregular) == 1
-    slow = _lockstep(buf, starts[irregular], ends[irregular], linked,
-                     extra_bytes if irregular[0] == 0 else None)
-    last_extra = slow.extra_bytes if irregular[-1] == n - 1 else None
-    status[irregular] = slow.status
-    counts[irregular] = slow.counts
-    extra_pos = none
-    extra_pos[irregular] = slow.extra_pos
+    # Readouts that begin with orphan bytes: the rest, from the next start-like byte, may be
+    # regular; the orphan bytes are joined with the previous readout's extra bytes below.
+    orphans: list[tuple[int, int, int]] = []  # (readout, orphan start, orphan length)
+    if fast.orphan.size:
+        rest_starts, lengths = [], []
+        for r, first in zip(fast.orphan.tolist(), fast.orphan_first.tolist(), strict=True):
+            end = int(ends[r])
+            tail = buf[first + 1:end].tobytes()
+            found = _START_BYTE_RE.search(tail)
+            rest = first + 1 + found.start() if found else end
+            rest_starts.append(rest)
+            lengths.append(len(buf[first:rest].tobytes().rstrip(b"\xbc")))
+        rest = _regular_words(buf, np.asarray(rest_starts, dtype=np.int64), ends[fast.orphan])
+        ok = rest.regular
+        regular[fast.orphan[ok]] = True
+        extra_pos[fast.orphan[ok]] = rest.extra_pos[ok]
+        keep = ok[rest.rix]
+        words.append(rest.positions[keep])
+        rixs.append(fast.orphan[rest.rix[keep]])
+        orphans = [(int(r), int(f), length) for r, f, length, good in zip(
+            fast.orphan, fast.orphan_first, lengths, ok, strict=True) if good]
+    status[extra_pos >= 0] |= 1 << Decoding.VALID_EXTRA_BYTES
     data_ends = ends.copy()
-    data_ends[irregular] = slow.data_ends
+    # The lock-step path for the rest, given the extra bytes of fast readouts before them.
+    irregular = np.flatnonzero(~regular)
+    slow = None
+    if irregular.size:
+        linked = np.empty(irregular.size, dtype=bool)
+        linked[0] = False
+        linked[1:] = np.diff(irregular) == 1
+        carried = {}
+        for k in np.flatnonzero(~linked).tolist():
+            r = int(irregular[k])
+            before = extra_bytes if r == 0 else _extra_of(buf, extra_pos, ends, r - 1)
+            if before:
+                carried[k] = before
+        slow = _lockstep(buf, starts[irregular], ends[irregular], linked, carried)
+        status[irregular] = slow.status
+        extra_pos[irregular] = slow.extra_pos
+        data_ends[irregular] = slow.data_ends
+    positions, fast_rix = np.concatenate(words), np.concatenate(rixs)
+    if len(words) > 1:  # by position: readout order, then decoding order
+        by_position = np.argsort(positions, kind="stable")
+        positions, fast_rix = positions[by_position], fast_rix[by_position]
+    all_words = [sliding_window_view(buf, HIT_SIZE)[positions] if positions.size
+                 else np.empty((0, HIT_SIZE), np.uint8)]
+    all_rix = [fast_rix]
+    orders = [None]
+    # Orphan bytes of fast readouts: a hit if they complete the previous readout's extra bytes.
+    if orphans:
+        matched_words, matched_rix = [], []
+        for r, first, length in orphans:
+            before = extra_bytes if r == 0 else _extra_of(buf, extra_pos, data_ends, r - 1)
+            if not before:
+                status[r] |= 1 << Decoding.ORPHAN_BYTES_NOT_USED
+            elif len(before) + length == HIT_SIZE:
+                status[r] |= 1 << Decoding.ORPHAN_BYTES_MATCHED
+                matched_words.append(before + buf[first:first + length].tobytes())
+                matched_rix.append(r)
+            else:
+                status[r] |= 1 << Decoding.ORPHAN_BYTES_DROPPED
+        if matched_rix:
+            all_words.append(np.frombuffer(b"".join(matched_words), np.uint8).reshape(-1, 8))
+            all_rix.append(np.asarray(matched_rix, dtype=np.int64))
+            orders.append(np.zeros(len(matched_rix), dtype=np.int64))
+    if slow is not None:
+        all_words.append(slow.words)
+        all_rix.append(irregular[slow.rix])
+        orders.append(slow.order)
+    counts = np.zeros(n, dtype=np.int64)
+    for r in all_rix:
+        counts += np.bincount(r, minlength=n)
     offsets = np.cumsum(counts) - counts
-    total = int(offsets[-1] + counts[-1])
+    # Fast words, in order within each readout, after its matched orphan word if any.
+    fast_counts = np.bincount(fast_rix, minlength=n)
+    shift = np.zeros(n, dtype=np.int64)
+    if len(orders) > 1 and orders[1] is not None:
+        shift[all_rix[1]] = 1
+    orders[0] = (np.arange(len(fast_rix)) - (np.cumsum(fast_counts) - fast_counts)[fast_rix]
+                 + shift[fast_rix])
+    last_extra = _extra_of(buf, extra_pos, data_ends, n - 1)
+    if len(all_rix) == 1:
+        return _Found(all_words[0], fast_rix, orders[0], status, counts, last_extra, extra_pos,
+                      data_ends)
+    total = int(counts.sum())
     merged = np.empty((total, HIT_SIZE), dtype=np.uint8)
     rix = np.empty(total, dtype=np.int64)
     order = np.empty(total, dtype=np.int64)
-    for w, r, o in ((words, word_rix, fast_order), (slow.words, irregular[slow.rix], slow.order)):
+    for w, r, o in zip(all_words, all_rix, orders, strict=True):
         dest = offsets[r] + o
         merged[dest] = w
         rix[dest] = r
         order[dest] = o
     return _Found(merged, rix, order, status, counts, last_extra, extra_pos, data_ends)
+
+
+def _extra_of(buf: np.ndarray, extra_pos: np.ndarray, data_ends: np.ndarray,
+              r: int) -> bytes | None:
+    """Readout ``r``'s extra bytes (None if it has none)."""
+    at = int(extra_pos[r])
+    return buf[at:int(data_ends[r])].tobytes() if at >= 0 else None
 
 
 _new_object = object.__new__
@@ -415,17 +495,30 @@ class ReadoutBlock:
         return hits, extras[index], code
 
 
-def _regular_words(buf: np.ndarray, starts: np.ndarray,
-                   ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class _Regular(NamedTuple):
+    """What :func:`_regular_words` found."""
+
+    #: Per readout: regular (its words are below).
+    regular: np.ndarray
+    #: Position and readout of each word of the regular readouts, in order.
+    positions: np.ndarray
+    rix: np.ndarray
+    #: Per readout: where its extra bytes start (a partial last word), or -1.
+    extra_pos: np.ndarray
+    #: Readouts whose first non-skipped byte cannot start a hit (orphan bytes), and where.
+    orphan: np.ndarray
+    orphan_first: np.ndarray
+
+
+def _regular_words(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _Regular:
     """Find the hit words of the *regular* readouts in a few passes over the whole buffer.
 
     A readout is regular when every run of non-skipped bytes (not idle, not padding) lies
     inside one 8-byte word that starts with a start byte at the first run more than 7 bytes
-    after the previous word's start, its last word ends before its last byte, and it has no
-    trailing padding. For such a readout the reference decoder finds exactly those words: no
-    orphan bytes, no extra bytes, and no re-alignment (the byte after each word's idle run is
-    the next start byte). Returns the regular mask per readout and the position and readout
-    of each word of the regular readouts, in order.
+    after the previous word's start, and it has no trailing padding. For such a readout the
+    reference decoder finds exactly those words (no re-alignment: the byte after each word's
+    idle run is the next start byte), except that a last word reaching the readout's last byte
+    is kept as extra bytes.
     """
     size, n = len(buf), len(starts)
     # Bytes inside the readouts' data, so that runs never cross into a readout header.
@@ -455,25 +548,35 @@ def _regular_words(buf: np.ndarray, starts: np.ndarray,
     irregular = np.zeros(n, dtype=bool)
     nonempty = ends > starts
     irregular[nonempty] = buf[ends[nonempty] - 1] == PADDING_BYTE
+    extra_pos = np.full(n, -1, dtype=np.int64)
+    none = np.empty(0, dtype=np.int64)
     if run_start.size == 0:
-        return ~irregular, run_start, run_start
+        return _Regular(~irregular, none, none, extra_pos, none, none)
     # Runs never cross a readout's data boundary: count the runs of each readout.
     first_run = np.searchsorted(run_start, starts)
     run_rix = np.repeat(np.arange(n), np.diff(first_run, append=run_start.size))
-    first = np.empty(run_start.size, dtype=bool)
-    first[0] = True
-    first[1:] = (run_rix[1:] != run_rix[:-1]) | (np.diff(run_start) >= HIT_SIZE)
+    leading = np.empty(run_start.size, dtype=bool)
+    leading[0] = True
+    leading[1:] = run_rix[1:] != run_rix[:-1]
+    first = leading.copy()
+    first[1:] |= np.diff(run_start) >= HIT_SIZE
     head = run_start[np.maximum.accumulate(np.where(first, np.arange(run_start.size), 0))]
     # A run reaching past its cluster's first word: back-to-back words, or a word that starts
     # within 8 bytes of an inner run of the word before it. Both need the careful path.
-    bad_run = run_end > head + HIT_SIZE
-    irregular[run_rix[bad_run]] = True
+    irregular[run_rix[run_end > head + HIT_SIZE]] = True
     word_pos = run_start[first]
     word_rix = run_rix[first]
-    bad_word = ~START_BYTE_NP[buf[word_pos]] | (word_pos + HIT_SIZE >= ends[word_rix])
-    irregular[word_rix[bad_word]] = True
-    keep = ~irregular[word_rix]
-    return ~irregular, word_pos[keep], word_rix[keep]
+    starts_hit = START_BYTE_NP[buf[word_pos]]
+    orphan_word = ~starts_hit & leading[first]
+    orphan = word_rix[orphan_word]
+    orphan_first = word_pos[orphan_word]
+    irregular[word_rix[~starts_hit]] = True
+    # A word reaching the last byte is extra bytes; only the last word of a readout can.
+    tail = word_pos + HIT_SIZE >= ends[word_rix]
+    extra_pos[word_rix[tail]] = word_pos[tail]
+    keep = ~irregular[word_rix] & ~tail
+    extra_pos[irregular] = -1
+    return _Regular(~irregular, word_pos[keep], word_rix[keep], extra_pos, orphan, orphan_first)
 
 
 def hits_from_words(words: np.ndarray, readout_ids: np.ndarray, timestamps: np.ndarray,

@@ -109,8 +109,8 @@ def _twentieths(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | tuple[Non
     """Whole part and hundredths (multiples of 5) of floats that are all non-negative
     multiples of 0.05, for which ``repr`` is the exact decimal (``12.35``, ``12.3``,
     ``12.0``); else (None, None)."""
-    twentieths = np.rint(values * 20.0)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
+        twentieths = np.rint(values * 20.0)
         ok = (twentieths / 20.0 == values) & (twentieths >= 0) & (twentieths < 2.0**48)
     if not ok.all() or np.signbit(values).any():
         return None, None

@@ -6,13 +6,13 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 from ..fileio import ReadReport, iter_hit_chunks, read_header
-from ..fmt import HIT_DTYPE
 from ..hitcsv import write_hits_csv
+from ..hitnpy import write_hits_npy
 
 FORMATS = ("csv", "npy")
+#: Bytes of the file decoded at a time: memory stays bounded whatever the file's size.
+CHUNK_BYTES = 4 << 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,11 +33,13 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or f"{os.path.splitext(args.apx)[0]}.{args.format}"
     header = read_header(args.apx)
     report = ReadReport()
-    chunks = (chunk.hits for chunk in iter_hit_chunks(args.apx, report=report))
+    chunks = (chunk.hits for chunk in iter_hit_chunks(args.apx, CHUNK_BYTES, report))
     if args.format == "npy":
-        hits = np.concatenate([*chunks, np.empty(0, dtype=HIT_DTYPE)])
-        np.save(sys.stdout.buffer if output == "-" else output, hits)
-        count = len(hits)
+        if output == "-":
+            count = write_hits_npy(sys.stdout.buffer, chunks)
+        else:
+            with open(output, "wb") as stream:
+                count = write_hits_npy(stream, chunks)
     elif output == "-":
         count = write_hits_csv(sys.stdout, chunks, header)
     else:
