@@ -378,6 +378,8 @@ class HitChunk(NamedTuple):
     readout_ids: np.ndarray
     timestamps: np.ndarray
     data_bytes: int
+    #: File offset just past the bytes this chunk covers (for progress).
+    file_offset: int = 0
 
 
 def iter_hit_chunks(path: str | os.PathLike, chunk_bytes: int = 4 << 20,
@@ -388,12 +390,12 @@ def iter_hit_chunks(path: str | os.PathLike, chunk_bytes: int = 4 << 20,
     path does. Damage and truncation are skipped and reported as by :func:`iter_frame_chunks`.
     """
     extra: bytes | None = None
-    for window, frames, _ in iter_frame_chunks(path, chunk_bytes, report):
+    for window, frames, offset in iter_frame_chunks(path, chunk_bytes, report):
         result: BulkHits = decode_frames(window, frames.starts, frames.ends,
                                          frames.readout_ids, frames.timestamps, extra)
         extra = result.extra_bytes
         yield HitChunk(result.hits, result.status, frames.readout_ids, frames.timestamps,
-                       int(np.sum(frames.ends - frames.starts)))
+                       int(np.sum(frames.ends - frames.starts)), offset + len(window))
 
 
 def read_hits(path: str | os.PathLike, chunk_bytes: int = 4 << 20,

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
 
 from ..fileio import ReadReport, iter_hit_chunks, read_header
 from ..hitcsv import write_hits_csv
 from ..hitnpy import write_hits_npy
+from .progress import add_quiet_option, progress_bar
 
 FORMATS = ("csv", "npy")
 #: Bytes of the file decoded at a time: memory stays bounded whatever the file's size.
@@ -26,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output",
                         help="output file ('-' for stdout; default: the input with the "
                              "format's extension)")
+    add_quiet_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -33,18 +39,19 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or f"{os.path.splitext(args.apx)[0]}.{args.format}"
     header = read_header(args.apx)
     report = ReadReport()
-    chunks = (chunk.hits for chunk in iter_hit_chunks(args.apx, CHUNK_BYTES, report))
-    if args.format == "npy":
-        if output == "-":
-            count = write_hits_npy(sys.stdout.buffer, chunks)
+    with progress_bar(os.path.getsize(args.apx), "B", "convert", args.quiet) as bar:
+        chunks = _hits(args.apx, report, bar)
+        if args.format == "npy":
+            if output == "-":
+                count = write_hits_npy(sys.stdout.buffer, chunks)
+            else:
+                with open(output, "wb") as stream:
+                    count = write_hits_npy(stream, chunks)
+        elif output == "-":
+            count = write_hits_csv(sys.stdout, chunks, header)
         else:
-            with open(output, "wb") as stream:
-                count = write_hits_npy(stream, chunks)
-    elif output == "-":
-        count = write_hits_csv(sys.stdout, chunks, header)
-    else:
-        with open(output, "w", encoding="utf-8", newline="") as stream:
-            count = write_hits_csv(stream, chunks, header)
+            with open(output, "w", encoding="utf-8", newline="") as stream:
+                count = write_hits_csv(stream, chunks, header)
     if output != "-":
         print(f"{count} hits written to {output}", file=sys.stderr)
     if report.damaged_bytes:
@@ -54,3 +61,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     return 0
 
+
+def _hits(path: str, report: ReadReport, bar: Any) -> Iterator[np.ndarray]:
+    """The file's hits a chunk at a time, moving the bar by the bytes read."""
+    done = 0
+    for chunk in iter_hit_chunks(path, CHUNK_BYTES, report):
+        bar.update(chunk.file_offset - done)
+        done = chunk.file_offset
+        yield chunk.hits

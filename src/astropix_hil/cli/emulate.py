@@ -10,6 +10,7 @@ from .. import __version__
 from ..emulator import Anomalies, Emulator, EmulatorConfig, TotDistribution, write_run
 from ..emulator.config import MODES
 from ..errors import EmulatorConfigError
+from .progress import add_quiet_option, progress_bar
 
 ANOMALY_HELP = ("anomalies, per hit: KIND=P[,KIND=P...] with P a probability, a bare KIND "
                 "forces it (P=1), 'all' or 'all=P' sets every kind (default P 0.05), 'none' "
@@ -117,6 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--start-ns", type=int, metavar="NS",
                         help="host time (ns since the epoch) of chip time 0, for readout "
                              "timestamps (default 2025-07-23 07:25:36 UTC)")
+    add_quiet_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -147,12 +149,33 @@ def run(args: argparse.Namespace) -> int:
     header = {"emulator": {"version": __version__, "seed": args.seed,
                            "config": config.describe()}}
     runs = emulator.runs(readouts=args.readouts, duration=args.duration)
-    if args.truth:
-        with open(args.truth, "w", encoding="utf-8", newline="") as truth:
-            summary = write_run(args.out, runs, header, truth)
+    if args.readouts is not None:
+        total, unit = args.readouts, "readouts"
     else:
-        summary = write_run(args.out, runs, header)
+        total, unit = args.duration, "s"
+    with progress_bar(total, unit, "emulate", args.quiet,
+                      unit_scale=unit != "s") as bar:
+        runs = _counted(runs, bar, unit, config.start_ns)
+        if args.truth:
+            with open(args.truth, "w", encoding="utf-8", newline="") as truth:
+                summary = write_run(args.out, runs, header, truth)
+        else:
+            summary = write_run(args.out, runs, header)
     print(f"{summary.readouts} readouts written to {args.out}; {summary.hits} hits in the "
           f"truth{f' ({args.truth})' if args.truth else ''}; {summary.truncated} truncated "
           f"and {summary.split_lost} split hits dropped", file=sys.stderr)
     return 0
+
+
+def _counted(runs, bar, unit: str, start_ns: int):
+    """The runs, moving the bar by readouts or by seconds of chip time."""
+    done = 0.0
+    for run in runs:
+        if unit == "s":
+            if len(run):
+                now = (int(run.timestamps[-1]) - start_ns) / 1e9
+                bar.update(max(now - done, 0.0))
+                done = max(done, now)
+        else:
+            bar.update(len(run))
+        yield run

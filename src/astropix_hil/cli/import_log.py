@@ -8,6 +8,7 @@ import sys
 import warnings
 
 from ..legacy import import_log
+from .progress import add_quiet_option, progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "readout_id and the timestamp is 0.")
     parser.add_argument("log", help="input .log file")
     parser.add_argument("-o", "--output", help="output .apx (default: the input with .apx)")
+    add_quiet_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -27,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *rest: print(f"warning: {message}",
                                                             file=sys.stderr)
-        result = import_log(args.log, output)
+        with progress_bar(os.path.getsize(args.log), "B", "import-log", args.quiet) as bar:
+            result = import_log(args.log, output, progress=bar.update)
     print(f"{result.readouts} readouts written to {output}"
           + (f", {result.skipped} unreadable skipped" if result.skipped else ""),
           file=sys.stderr)

@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
 from ..fileio import ReadReport, iter_hit_chunks, read_header
 from ..fmt import Decoding
+from .progress import add_quiet_option, progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,11 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("apx", help="input .apx file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--header", action="store_true", help="also print the JSON header")
+    add_quiet_option(parser)
     parser.set_defaults(run=run)
 
 
-def summarize(path: str) -> dict:
-    """The summary :func:`run` prints, as a dict."""
+def summarize(path: str, progress: Callable[[int], None] | None = None) -> dict:
+    """The summary :func:`run` prints, as a dict; ``progress`` is told the bytes read."""
     header = read_header(path)
     readouts = hits = data_bytes = missing = 0
     flags = dict.fromkeys((flag.name for flag in Decoding), 0)
@@ -35,7 +38,11 @@ def summarize(path: str) -> dict:
     with warnings.catch_warnings():
         # The report counts them; the summary says so.
         warnings.simplefilter("ignore")
+        done = 0
         for chunk in iter_hit_chunks(path, report=report):
+            if progress is not None:
+                progress(chunk.file_offset - done)
+                done = chunk.file_offset
             n = len(chunk.readout_ids)
             if n == 0:
                 continue
@@ -79,7 +86,8 @@ def summarize(path: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = summarize(args.apx)
+    with progress_bar(os.path.getsize(args.apx), "B", "info", args.quiet) as bar:
+        summary = summarize(args.apx, bar.update)
     if args.header:
         summary["header"] = read_header(args.apx)
     status = 1 if summary["damaged_bytes"] else 0

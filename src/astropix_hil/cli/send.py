@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from ..fileio import iter_frame_chunks, read_header
 from ..fmt import READOUT_HEADER
 from ..framing import DEFAULT_FLUSH_DELAY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_DATAGRAM
 from ..sock import DEFAULT_TTL, MulticastSender
+from .progress import add_quiet_option, progress_bar
 from .recv import StopFlag, add_network_options
 
 _CHUNK = 4 << 20
@@ -49,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="keep the stream open (heartbeats only) this long after the last "
                              "readout, so receivers learn of a loss at the very end")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    add_quiet_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     sending: float | None = None
     start = time.monotonic()
     try:
-        with stop.installed():
+        with stop.installed(), progress_bar(os.path.getsize(args.apx), "B", "send",
+                                            args.quiet) as bar:
             for buf, spans, stamps in _file_chunks(args.apx):
                 if first_ts is None and len(stamps):
                     first_ts = int(stamps[0])
@@ -99,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
                             time.sleep(min(max(ahead, 0.0), 0.05))
                             continue
                     _send(sender, buf, spans, i, j, args.legacy)
+                    bar.update(spans[j - 1][1] - spans[i][0])
                     sent += j - i
                     i = j
                 if stop:
