@@ -452,46 +452,45 @@ class ReadoutBlock:
     decoded on its own instead (:meth:`result` returns None).
     """
 
-    __slots__ = ("_buf", "_decoded", "_ends", "_ids", "_stamps", "_starts")
+    __slots__ = ("_buf", "_decoded", "_ends", "_starts")
 
-    def __init__(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                 readout_ids: np.ndarray, timestamps: np.ndarray) -> None:
+    def __init__(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
         self._buf = buf
         self._starts = starts
         self._ends = ends
-        self._ids = readout_ids
-        self._stamps = timestamps
         self._decoded: tuple | None = None
 
     def _decode(self) -> tuple:
         found = _decode(self._buf, self._starts, self._ends, None)
-        rows = hits_from_words(found.words, self._ids[found.rix], self._stamps[found.rix],
-                               found.order).tolist()
         words = found.words.tobytes()
         first = (np.cumsum(found.counts) - found.counts).tolist()
         extras: list[bytes | None] = [None] * len(self._starts)
         for i in np.flatnonzero(found.extra_pos >= 0).tolist():
             extras[i] = self._buf[found.extra_pos[i]:found.data_ends[i]].tobytes()
-        self._decoded = (rows, words, first, found.counts.tolist(), found.status.tolist(),
-                         extras)
+        self._decoded = (words, first, found.counts.tolist(), found.status.tolist(), extras)
         return self._decoded
 
-    def result(self, index: int, extra_bytes: bytes | None,
-               hit_class: type) -> tuple[list, bytes | None, int] | None:
-        """Readout ``index``'s hits (objects of ``hit_class``), extra bytes and status code, if
-        decoding it after ``extra_bytes`` gives what the bulk decode found; else None."""
-        rows, words, first, counts, status, extras = self._decoded or self._decode()
+    def result(self, index: int, extra_bytes: bytes | None, hit_class: type, readout_id: int,
+               timestamp: int) -> tuple[list, bytes | None, int] | None:
+        """Readout ``index``'s hits (objects of ``hit_class``, their values worked out when
+        first read), extra bytes and status code, if decoding it after ``extra_bytes`` gives
+        what the bulk decode found; else None."""
+        words, first, counts, status, extras = self._decoded or self._decode()
         code = status[index]
         if code & _ORPHAN_FLAGS and extra_bytes != (extras[index - 1] if index else None):
             return None
+        at = 8 * first[index]
         hits = []
-        lo = first[index]
-        for k in range(lo, lo + counts[index]):
-            # AstroPix4Hit.from_row, inlined: this is the per-object hot path.
+        for order in range(counts[index]):
+            # AstroPix4Hit(word, readout_id, timestamp, order), inlined: the hot path.
             hit = _new_object(hit_class)
-            hit._row = rows[k]
-            hit._word = words[8 * k:8 * k + 8]
+            hit._word = words[at:at + 8]
+            hit._readout_id = readout_id
+            hit._timestamp = timestamp
+            hit._order = order
+            hit._row = None
             hits.append(hit)
+            at += 8
         return hits, extras[index], code
 
 

@@ -161,7 +161,7 @@ class ApxReader:
             data = window.tobytes()
             # Decoding any readout of the chunk decodes them all in bulk (once).
             block = ReadoutBlock(np.frombuffer(data, dtype=np.uint8), frames.starts,
-                                 frames.ends, frames.readout_ids, frames.timestamps)
+                                 frames.ends)
             yield from self.readout_class._parsed_block(
                 data, frames.starts.tolist(), frames.ends.tolist(),
                 frames.readout_ids.tolist(), frames.timestamps.tolist(), block)

@@ -332,7 +332,7 @@ class AstroPix4Hit:
     bulk from a decoded hit array (:meth:`from_row`).
     """
 
-    __slots__ = ("_row", "_word")
+    __slots__ = ("_order", "_readout_id", "_row", "_timestamp", "_word")
 
     chip_id: int
     payload: int
@@ -360,26 +360,37 @@ class AstroPix4Hit:
                  decoding_order: int = 0) -> None:
         if len(word) != HIT_SIZE:
             raise ValueError(f"a hit word is {HIT_SIZE} bytes, got {len(word)}")
-        self._word = word = bytes(word)
-        # Field shifts and masks as in HIT_FIELDS, unrolled: this is the per-object hot path.
-        v = int.from_bytes(word.translate(BIT_REVERSE), "big")
-        # The 17-bit Gray counters are the coarse and fine fields side by side in the word.
-        dec1 = _GRAY_TO_BINARY[(v >> 28) & 0x1FFFF]
-        dec2 = _GRAY_TO_BINARY[(v >> 5) & 0x1FFFF]
-        if dec2 < dec1:
-            dec2 += CLOCK_ROLLOVER
-        self._row = (v >> 59, (v >> 56) & 0x7, readout_id, timestamp, decoding_order,
-                     (v >> 51) & 0x1F, (v >> 46) & 0x1F, (v >> 45) & 0x1, (v >> 31) & 0x3FFF,
-                     (v >> 28) & 0x7, (v >> 23) & 0x1F, (v >> 22) & 0x1, (v >> 8) & 0x3FFF,
-                     (v >> 5) & 0x7, v & 0x1F, dec1, dec2, (dec2 - dec1) / CLOCK_CYCLES_PER_US)
+        self._word = bytes(word)
+        self._readout_id = readout_id
+        self._timestamp = timestamp
+        self._order = decoding_order
+        self._row = None  # the values, worked out from the word when first asked for
+
+    def _values(self) -> tuple:
+        row = self._row
+        if row is None:
+            # Field shifts and masks as in HIT_FIELDS, unrolled: the per-object hot path.
+            v = int.from_bytes(self._word.translate(BIT_REVERSE), "big")
+            # The 17-bit Gray counters are the coarse and fine fields side by side.
+            dec1 = _GRAY_TO_BINARY[(v >> 28) & 0x1FFFF]
+            dec2 = _GRAY_TO_BINARY[(v >> 5) & 0x1FFFF]
+            if dec2 < dec1:
+                dec2 += CLOCK_ROLLOVER
+            row = self._row = (
+                v >> 59, (v >> 56) & 0x7, self._readout_id, self._timestamp, self._order,
+                (v >> 51) & 0x1F, (v >> 46) & 0x1F, (v >> 45) & 0x1, (v >> 31) & 0x3FFF,
+                (v >> 28) & 0x7, (v >> 23) & 0x1F, (v >> 22) & 0x1, (v >> 8) & 0x3FFF,
+                (v >> 5) & 0x7, v & 0x1F, dec1, dec2, (dec2 - dec1) / CLOCK_CYCLES_PER_US)
+        return row
 
     @classmethod
     def from_row(cls, row: tuple, word: bytes) -> AstroPix4Hit:
         """A hit from its values in :data:`HIT_COLUMNS` order (a row of a decoded hit array,
         e.g. from :func:`astropix_hil.bulk.decode_frames`) and its wire word; not checked."""
         hit = _new_object(cls)
-        hit._row = row
         hit._word = word
+        hit._readout_id, hit._timestamp, hit._order = row[2], row[3], row[4]
+        hit._row = tuple(row)
         return hit
 
     def word(self) -> bytes:
@@ -388,22 +399,23 @@ class AstroPix4Hit:
 
     def values(self) -> tuple:
         """The attribute values in :data:`HIT_COLUMNS` order."""
-        return self._row
+        return self._values()
 
     def as_dict(self) -> dict:
         """The attributes as a dict, in :data:`HIT_COLUMNS` order."""
-        return dict(zip(HIT_COLUMNS, self._row, strict=True))
+        return dict(zip(HIT_COLUMNS, self._values(), strict=True))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AstroPix4Hit):
-            return self._row == other._row
+            return self._values() == other._values()
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(self._row)
+        return hash(self._values())
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={value!r}" for name, value in zip(HIT_COLUMNS, self._row,
+        fields = ", ".join(f"{name}={value!r}" for name, value in zip(HIT_COLUMNS,
+                                                                     self._values(),
                                                                      strict=True))
         return f"AstroPix4Hit({fields})"
 
@@ -411,7 +423,7 @@ class AstroPix4Hit:
 _new_object = object.__new__
 for _index, _name in enumerate(HIT_COLUMNS):
     setattr(AstroPix4Hit, _name, property(
-        lambda self, _i=_index: self._row[_i], doc=f"The hit's ``{_name}``."))
+        lambda self, _i=_index: self._values()[_i], doc=f"The hit's ``{_name}``."))
 del _index, _name
 
 
@@ -464,15 +476,16 @@ class AstroPix4Readout:
         new = _new_object
         readouts = []
         append = readouts.append
-        for index, (start, end, rid, stamp) in enumerate(zip(starts, ends, readout_ids,
-                                                             timestamps, strict=True)):
+        index = 0
+        for start, end, rid, stamp in zip(starts, ends, readout_ids, timestamps, strict=True):
             readout = new(cls)
             readout._data = data[start:end]
             readout.readout_id = rid
             readout.timestamp = stamp
-            readout._hits = readout._extra_bytes = readout._status = None
+            readout._hits = None
             readout._source = (block, index)
             append(readout)
+            index += 1  # noqa: SIM113 - enumerate() over zip() costs a tuple per readout
         return readouts
 
     @classmethod
@@ -504,7 +517,8 @@ class AstroPix4Readout:
         found = None
         if self._source is not None:
             block, index = self._source
-            found = block.result(index, extra_bytes, self.HIT_CLASS)
+            found = block.result(index, extra_bytes, self.HIT_CLASS, self.readout_id,
+                                 self.timestamp)
             self._source = None
         if found is None:
             words, extra, code = decode_readout(self._data.rstrip(b"\xff"), extra_bytes)
