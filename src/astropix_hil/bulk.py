@@ -1,11 +1,15 @@
 """Vectorized decoding of many readouts at once into numpy hit arrays.
 
-This is the fast path: it runs the steps of :func:`astropix_hil.fmt.decode_readout` for all
-readouts of a batch in lock step (one numpy operation per step, over every readout still being
-decoded), so the Python work per batch grows with the number of hits in the fullest readout, not
-with the number of readouts. It agrees with the per-object path hit for hit; the rare words that
-need re-alignment (a start-like byte inside a word *and* a bad word after it) are re-aligned one
-by one with the scalar rule.
+Two paths, agreeing hit for hit with :func:`astropix_hil.fmt.decode_readout`:
+
+* *regular* readouts, whose hits are separated by idle runs as the chip sends them (also those
+  opening with the rest of a hit split across readouts, or ending with its start), are decoded
+  from the runs of non-idle bytes of the whole buffer in a few numpy passes, however many
+  readouts and hits (:func:`_regular_words`);
+* the others run the decoder's steps in lock step (one numpy operation per step, over every
+  readout still being decoded), so the Python work grows with the number of hits in the
+  fullest of them; the rare words that need re-alignment (a start-like byte inside a word *and*
+  a bad word after it) are re-aligned one by one with the scalar rule.
 
 Readouts live in one flat ``uint8`` buffer; readout ``i`` is ``buf[starts[i]:ends[i]]``. A file
 buffer can be decoded in place, without copying readout data (:func:`frame_readouts`).
