@@ -290,7 +290,13 @@ def _gray_table(bits: int) -> list[int]:
     return gray.tolist()
 
 
-_GRAY_TO_BINARY = _gray_table(17)
+def _gray_to_binary_17() -> list[int]:
+    """The table, built when a hit first needs it (it costs a few ms; most programs that
+    import this module decode in bulk)."""
+    global _GRAY_TO_BINARY
+    if not _GRAY_TO_BINARY:
+        _GRAY_TO_BINARY = _gray_table(17)
+    return _GRAY_TO_BINARY
 
 
 def word_fields(word: bytes) -> tuple[int, ...]:
@@ -372,8 +378,9 @@ class AstroPix4Hit:
             # Field shifts and masks as in HIT_FIELDS, unrolled: the per-object hot path.
             v = int.from_bytes(self._word.translate(BIT_REVERSE), "big")
             # The 17-bit Gray counters are the coarse and fine fields side by side.
-            dec1 = _GRAY_TO_BINARY[(v >> 28) & 0x1FFFF]
-            dec2 = _GRAY_TO_BINARY[(v >> 5) & 0x1FFFF]
+            gray = _GRAY_TO_BINARY or _gray_to_binary_17()
+            dec1 = gray[(v >> 28) & 0x1FFFF]
+            dec2 = gray[(v >> 5) & 0x1FFFF]
             if dec2 < dec1:
                 dec2 += CLOCK_ROLLOVER
             row = self._row = (
