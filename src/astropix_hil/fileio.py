@@ -162,9 +162,16 @@ class ApxReader:
             # Decoding any readout of the chunk decodes them all in bulk (once).
             block = ReadoutBlock(np.frombuffer(data, dtype=np.uint8), frames.starts,
                                  frames.ends)
-            yield from self.readout_class._parsed_block(
+            readouts = self.readout_class._parsed_block(
                 data, frames.starts.tolist(), frames.ends.tolist(),
                 frames.readout_ids.tolist(), frames.timestamps.tolist(), block)
+            # Hand each readout over without keeping it: a caller that drops readouts as it
+            # goes must not have the whole chunk's readouts and hits kept alive (the garbage
+            # collector would go over them again and again).
+            readouts.reverse()
+            pop = readouts.pop
+            while readouts:
+                yield pop()
         self.truncated_bytes = self.report.truncated_bytes
         self.skipped_bytes = self.report.damaged_bytes
 
