@@ -58,3 +58,20 @@ def test_converting_a_large_file_needs_memory_for_a_chunk_only(dense_run, tmp_pa
     finally:
         tracemalloc.stop()
     assert peak < whole_array / 3
+
+
+def test_read_hits_joins_its_chunks_once(dense_run, monkeypatch):
+    joins = []
+    concatenate = np.concatenate
+
+    def counted(arrays, *args, **kwargs):
+        arrays = list(arrays)
+        if arrays and all(getattr(a, "dtype", None) == HIT_DTYPE for a in arrays):
+            joins.append(len(arrays))  # a join of hit arrays
+        return concatenate(arrays, *args, **kwargs)
+
+    expected = read_hits(dense_run)
+    monkeypatch.setattr(np, "concatenate", counted)
+    hits = read_hits(dense_run, chunk_bytes=4096)
+    assert np.array_equal(hits, expected)
+    assert len(joins) == 1 and joins[0] > 100  # every chunk at once, not one by one
