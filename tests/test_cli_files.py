@@ -7,10 +7,13 @@ import subprocess
 import sys
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
+from astropix_hil import hitcsv
 from astropix_hil.cli import main
 from astropix_hil.fileio import read_hits, write_apx
-from astropix_hil.fmt import AstroPix4Readout
+from astropix_hil.fmt import HIT_COLUMNS, HIT_DTYPE, AstroPix4Readout
 from astropix_hil.hitcsv import read_hits_csv
 
 
@@ -91,3 +94,40 @@ def test_wrong_option_is_a_usage_error():
                            "--format", "xls"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "invalid choice: 'xls'" in proc.stderr
+
+
+def _rows_one_by_one(hits: np.ndarray) -> str:
+    """The CSV rows as hitcsv wrote them before the vectorised formatter (the oracle)."""
+    columns = [hits[name].tolist() for name in HIT_COLUMNS]
+    return "".join(",".join(map(str, row)) + "\n" for row in zip(*columns, strict=True))
+
+
+def _hit_arrays(tot: st.SearchStrategy) -> st.SearchStrategy:
+    def build(rows):
+        hits = np.zeros(len(rows), dtype=HIT_DTYPE)
+        for i, row in enumerate(rows):
+            hits[i] = row
+        return hits
+    fields = [st.integers(0, np.iinfo(HIT_DTYPE[name]).max) if HIT_DTYPE[name].kind == "u"
+              else tot for name in HIT_COLUMNS]
+    return st.lists(st.tuples(*fields), max_size=40).map(build)
+
+
+# tot_us as the decoder makes it (multiples of 0.05), and any float at all.
+twentieths = st.integers(0, 2**40).map(lambda k: k / 20.0)
+
+
+@given(_hit_arrays(st.one_of(twentieths, st.integers(0, 300).map(lambda k: k / 20.0))))
+def test_vectorised_csv_rows_equal_the_row_by_row_text(hits):
+    assert hitcsv.format_rows(hits) == _rows_one_by_one(hits)
+
+
+@given(_hit_arrays(st.floats(allow_nan=True, allow_infinity=True)))
+def test_csv_rows_of_any_floats_equal_the_row_by_row_text(hits):
+    assert hitcsv.format_rows(hits) == _rows_one_by_one(hits)
+
+
+def test_csv_of_decoder_output_takes_the_vectorised_path(real_apx, monkeypatch):
+    hits = read_hits(real_apx)
+    monkeypatch.setattr(hitcsv, "_format_rows_python", None)  # not called
+    assert hitcsv.format_rows(hits) == _rows_one_by_one(hits)

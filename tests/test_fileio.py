@@ -11,7 +11,7 @@ import pytest
 from astropix_hil.errors import (
     BadHeaderError,
     BadMagicError,
-    BadReadoutHeaderError,
+    DamagedFileWarning,
     LengthMismatchError,
     TruncatedError,
     TruncatedFileWarning,
@@ -151,19 +151,18 @@ def test_file_cut_inside_the_header_length(tmp_path):
         apx_open(path)
 
 
-def test_wrong_readout_header_names_its_offset_after_good_readouts(tmp_path):
+def test_garbage_after_good_readouts_is_skipped_and_named_by_its_offset(tmp_path):
     path = tmp_path / "bad.apx"
     write_apx(path, make_readouts(3))
     good = path.stat().st_size
     with open(path, "ab") as stream:
         stream.write(b"\x00" * 30)
-    seen = []
-    with pytest.raises(BadReadoutHeaderError) as info, apx_open(path) as reader:
-        seen.extend(reader)
-    assert len(seen) == 3
-    assert info.value.offset == good
-    with pytest.raises(BadReadoutHeaderError, match=f"byte offset {good}"):
-        read_hits(path)
+    with pytest.warns(DamagedFileWarning, match=f"30 damaged bytes skipped at byte offset "
+                                                 f"{good}"), apx_open(path) as reader:
+        assert [r.readout_id for r in reader] == [0, 1, 2]
+    assert reader.skipped_bytes == 30
+    with pytest.warns(DamagedFileWarning, match=f"byte offset {good}"):
+        assert read_hits(path)["readout_id"].tolist() == [0, 1, 2]
 
 
 def test_truncated_last_readout_delivers_the_others_with_a_warning(tmp_path):

@@ -337,6 +337,16 @@ class AstepReadout:
         self._decoded: Decoded | None = None
 
     @classmethod
+    def _parsed_block(cls, data: bytes, starts: list[int], ends: list[int],
+                      readout_ids: list[int], timestamps: list[int],
+                      block: object = None) -> list[AstepReadout]:
+        """The readouts of a framed file chunk (see :class:`astropix_hil.fileio.ApxReader`);
+        A-STEP readouts decode on their own, so ``block`` is not used."""
+        return [cls._parsed(data[start:end], readout_id, timestamp)
+                for start, end, readout_id, timestamp
+                in zip(starts, ends, readout_ids, timestamps, strict=True)]
+
+    @classmethod
     def _parsed(cls, data: bytes, readout_id: int, timestamp: int) -> AstepReadout:
         return cls(data, readout_id, timestamp)
 

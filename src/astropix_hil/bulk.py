@@ -1,11 +1,15 @@
 """Vectorized decoding of many readouts at once into numpy hit arrays.
 
-This is the fast path: it runs the steps of :func:`astropix_hil.fmt.decode_readout` for all
-readouts of a batch in lock step (one numpy operation per step, over every readout still being
-decoded), so the Python work per batch grows with the number of hits in the fullest readout, not
-with the number of readouts. It agrees with the per-object path hit for hit; the rare words that
-need re-alignment (a start-like byte inside a word *and* a bad word after it) are re-aligned one
-by one with the scalar rule.
+Two paths, agreeing hit for hit with :func:`astropix_hil.fmt.decode_readout`:
+
+* *regular* readouts, whose hits are separated by idle runs as the chip sends them (also those
+  opening with the rest of a hit split across readouts, or ending with its start), are decoded
+  from the runs of non-idle bytes of the whole buffer in a few numpy passes, however many
+  readouts and hits (:func:`_regular_words`);
+* the others run the decoder's steps in lock step (one numpy operation per step, over every
+  readout still being decoded), so the Python work grows with the number of hits in the
+  fullest of them; the rare words that need re-alignment (a start-like byte inside a word *and*
+  a bad word after it) are re-aligned one by one with the scalar rule.
 
 Readouts live in one flat ``uint8`` buffer; readout ``i`` is ``buf[starts[i]:ends[i]]``. A file
 buffer can be decoded in place, without copying readout data (:func:`frame_readouts`).
@@ -21,6 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import BadReadoutHeaderError
 from .fmt import (
+    _START_BYTE_RE,
     BIT_REVERSE_NP,
     CLOCK_CYCLES_PER_US,
     CLOCK_ROLLOVER,
@@ -31,6 +36,7 @@ from .fmt import (
     PADDING_BYTE,
     READOUT_HEADER,
     READOUT_MAGIC,
+    START_BYTE_NP,
     AstroPix4Readout,
     Decoding,
 )
@@ -137,15 +143,28 @@ class _Windows:
         return pos
 
 
-def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                  readout_ids: np.ndarray, timestamps: np.ndarray,
-                  extra_bytes: bytes | None = None) -> BulkHits:
-    """Decode the readouts ``buf[starts[i]:ends[i]]`` in order, passing extra bytes along.
+class _Found(NamedTuple):
+    """Hit words found in some readouts: word ``k`` is hit ``order[k]`` of readout ``rix[k]``."""
 
-    ``extra_bytes`` are the extra bytes of the readout before the first one (None for the first
-    readout of a run).
-    """
-    win = _Windows(np.asarray(buf, dtype=np.uint8))
+    words: np.ndarray
+    rix: np.ndarray
+    order: np.ndarray
+    status: np.ndarray
+    counts: np.ndarray
+    #: Extra bytes of the last readout (None if it has none).
+    extra_bytes: bytes | None
+    #: Per readout: where its extra bytes start (-1: none) and where its data ends (padding
+    #: stripped), as offsets in the buffer.
+    extra_pos: np.ndarray
+    data_ends: np.ndarray
+
+
+def _lockstep(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, linked: np.ndarray,
+              carried_in: dict[int, bytes]) -> _Found:
+    """The careful path: every step of :func:`~astropix_hil.fmt.decode_readout` for all
+    readouts at once. ``linked[i]``: readout ``i - 1`` is the one before readout ``i``; else
+    readout ``i`` gets the extra bytes ``carried_in[i]`` (none if absent)."""
+    win = _Windows(buf)
     data = win.buf
     n = len(starts)
     # Positions below are in the padded buffer.
@@ -230,9 +249,10 @@ def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     extra_len = np.where(extra_pos >= 0, ends - extra_pos, 0)
     prev_pos = np.concatenate(([0], extra_pos[:-1]))
     prev_len = np.concatenate(([0], extra_len[:-1]))
-    carried = np.frombuffer(extra_bytes or b"", dtype=np.uint8)
-    if n and carried.size:
-        prev_len[0] = carried.size
+    prev_len[~linked] = 0
+    carried_in = {i: extra for i, extra in carried_in.items() if extra and i < n and not linked[i]}
+    for i, extra in carried_in.items():
+        prev_len[i] = len(extra)
     o_prev_len = prev_len[orphan_idx]
     has_prev = o_prev_len > 0
     matched = has_prev & (o_prev_len + orphan_len == HIT_SIZE)
@@ -247,8 +267,9 @@ def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
         from_prev = (prev_pos[m_rix][:, None] + _COL).clip(0, len(data) - 1)
         from_orphan = (first[m_rix][:, None] + _COL - m_len).clip(0, len(data) - 1)
         m_words[:] = data[np.where(take_prev, from_prev, from_orphan)]
-        if m_rix[0] == 0 and carried.size:
-            m_words[0, :carried.size] = carried
+        for k in np.flatnonzero(np.isin(m_rix, list(carried_in))).tolist():
+            extra = carried_in[int(m_rix[k])]
+            m_words[k, :len(extra)] = np.frombuffer(extra, dtype=np.uint8)
         count[m_rix] += 1
 
     # Scatter every hit to its place: readout order, then decoding order.
@@ -274,30 +295,319 @@ def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
         rix[dest] = all_rix
         order[dest] = all_order
 
-    last_extra = extra_bytes if n == 0 else None
+    last_extra = None
     if n and extra_pos[-1] >= 0:
         last_extra = data[extra_pos[-1]:ends[-1]].tobytes()
-    hits = hits_from_words(words, np.asarray(readout_ids)[rix], np.asarray(timestamps)[rix], order)
-    return BulkHits(hits, status, last_extra)
+    has_extra = extra_pos >= 0
+    extra_pos[has_extra] -= _PAD_WIDTH
+    return _Found(words, rix, order, status, count, last_extra, extra_pos, ends - _PAD_WIDTH)
+
+
+def decode_frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  readout_ids: np.ndarray, timestamps: np.ndarray,
+                  extra_bytes: bytes | None = None) -> BulkHits:
+    """Decode the readouts ``buf[starts[i]:ends[i]]`` in order, passing extra bytes along.
+
+    ``extra_bytes`` are the extra bytes of the readout before the first one (None for the first
+    readout of a run). Regular readouts (see :func:`_regular_words`) are decoded in a few numpy
+    passes over the whole buffer; the others go through the careful lock-step path.
+    """
+    found = _decode(np.asarray(buf, dtype=np.uint8), np.asarray(starts, dtype=np.int64),
+                    np.asarray(ends, dtype=np.int64), extra_bytes)
+    if len(starts) == 0:
+        return BulkHits(np.empty(0, dtype=HIT_DTYPE), found.status, extra_bytes)
+    hits = hits_from_words(found.words, np.asarray(readout_ids)[found.rix],
+                           np.asarray(timestamps)[found.rix], found.order)
+    return BulkHits(hits, found.status, found.extra_bytes)
+
+
+def _decode(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+            extra_bytes: bytes | None) -> _Found:
+    """The hit words of readouts ``buf[starts[i]:ends[i]]``, in readout then decoding order.
+
+    Regular readouts, also those that begin with the rest of a hit split across readouts
+    (orphan bytes) or end with the start of one (extra bytes), take the fast path; the others
+    the lock-step path.
+    """
+    n = len(starts)
+    if n == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return _Found(np.empty((0, HIT_SIZE), np.uint8), empty, empty,
+                      np.zeros(0, dtype=np.uint8), empty, None, empty, ends)
+    fast = _regular_words(buf, starts, ends)
+    regular, extra_pos = fast.regular, fast.extra_pos
+    words = [fast.positions]
+    rixs = [fast.rix]
+    status = np.zeros(n, dtype=np.uint8)
+    # Readouts that begin with orphan bytes: the rest, from the next start-like byte, may be
+    # regular; the orphan bytes are joined with the previous readout's extra bytes below.
+    orphans: list[tuple[int, int, int]] = []  # (readout, orphan start, orphan length)
+    if fast.orphan.size:
+        rest_starts, lengths = [], []
+        for r, first in zip(fast.orphan.tolist(), fast.orphan_first.tolist(), strict=True):
+            end = int(ends[r])
+            tail = buf[first + 1:end].tobytes()
+            found = _START_BYTE_RE.search(tail)
+            rest = first + 1 + found.start() if found else end
+            rest_starts.append(rest)
+            lengths.append(len(buf[first:rest].tobytes().rstrip(b"\xbc")))
+        rest = _regular_words(buf, np.asarray(rest_starts, dtype=np.int64), ends[fast.orphan])
+        ok = rest.regular
+        regular[fast.orphan[ok]] = True
+        extra_pos[fast.orphan[ok]] = rest.extra_pos[ok]
+        keep = ok[rest.rix]
+        words.append(rest.positions[keep])
+        rixs.append(fast.orphan[rest.rix[keep]])
+        orphans = [(int(r), int(f), length) for r, f, length, good in zip(
+            fast.orphan, fast.orphan_first, lengths, ok, strict=True) if good]
+    status[extra_pos >= 0] |= 1 << Decoding.VALID_EXTRA_BYTES
+    data_ends = ends.copy()
+    # The lock-step path for the rest, given the extra bytes of fast readouts before them.
+    irregular = np.flatnonzero(~regular)
+    slow = None
+    if irregular.size:
+        linked = np.empty(irregular.size, dtype=bool)
+        linked[0] = False
+        linked[1:] = np.diff(irregular) == 1
+        carried = {}
+        for k in np.flatnonzero(~linked).tolist():
+            r = int(irregular[k])
+            before = extra_bytes if r == 0 else _extra_of(buf, extra_pos, ends, r - 1)
+            if before:
+                carried[k] = before
+        slow = _lockstep(buf, starts[irregular], ends[irregular], linked, carried)
+        status[irregular] = slow.status
+        extra_pos[irregular] = slow.extra_pos
+        data_ends[irregular] = slow.data_ends
+    positions, fast_rix = np.concatenate(words), np.concatenate(rixs)
+    if len(words) > 1:  # by position: readout order, then decoding order
+        by_position = np.argsort(positions, kind="stable")
+        positions, fast_rix = positions[by_position], fast_rix[by_position]
+    all_words = [sliding_window_view(buf, HIT_SIZE)[positions] if positions.size
+                 else np.empty((0, HIT_SIZE), np.uint8)]
+    all_rix = [fast_rix]
+    orders = [None]
+    # Orphan bytes of fast readouts: a hit if they complete the previous readout's extra bytes.
+    if orphans:
+        matched_words, matched_rix = [], []
+        for r, first, length in orphans:
+            before = extra_bytes if r == 0 else _extra_of(buf, extra_pos, data_ends, r - 1)
+            if not before:
+                status[r] |= 1 << Decoding.ORPHAN_BYTES_NOT_USED
+            elif len(before) + length == HIT_SIZE:
+                status[r] |= 1 << Decoding.ORPHAN_BYTES_MATCHED
+                matched_words.append(before + buf[first:first + length].tobytes())
+                matched_rix.append(r)
+            else:
+                status[r] |= 1 << Decoding.ORPHAN_BYTES_DROPPED
+        if matched_rix:
+            all_words.append(np.frombuffer(b"".join(matched_words), np.uint8).reshape(-1, 8))
+            all_rix.append(np.asarray(matched_rix, dtype=np.int64))
+            orders.append(np.zeros(len(matched_rix), dtype=np.int64))
+    if slow is not None:
+        all_words.append(slow.words)
+        all_rix.append(irregular[slow.rix])
+        orders.append(slow.order)
+    counts = np.zeros(n, dtype=np.int64)
+    for r in all_rix:
+        counts += np.bincount(r, minlength=n)
+    offsets = np.cumsum(counts) - counts
+    # Fast words, in order within each readout, after its matched orphan word if any.
+    fast_counts = np.bincount(fast_rix, minlength=n)
+    shift = np.zeros(n, dtype=np.int64)
+    if len(orders) > 1 and orders[1] is not None:
+        shift[all_rix[1]] = 1
+    orders[0] = (np.arange(len(fast_rix)) - (np.cumsum(fast_counts) - fast_counts)[fast_rix]
+                 + shift[fast_rix])
+    last_extra = _extra_of(buf, extra_pos, data_ends, n - 1)
+    if len(all_rix) == 1:
+        return _Found(all_words[0], fast_rix, orders[0], status, counts, last_extra, extra_pos,
+                      data_ends)
+    total = int(counts.sum())
+    merged = np.empty((total, HIT_SIZE), dtype=np.uint8)
+    rix = np.empty(total, dtype=np.int64)
+    order = np.empty(total, dtype=np.int64)
+    for w, r, o in zip(all_words, all_rix, orders, strict=True):
+        dest = offsets[r] + o
+        merged[dest] = w
+        rix[dest] = r
+        order[dest] = o
+    return _Found(merged, rix, order, status, counts, last_extra, extra_pos, data_ends)
+
+
+def _extra_of(buf: np.ndarray, extra_pos: np.ndarray, data_ends: np.ndarray,
+              r: int) -> bytes | None:
+    """Readout ``r``'s extra bytes (None if it has none)."""
+    at = int(extra_pos[r])
+    return buf[at:int(data_ends[r])].tobytes() if at >= 0 else None
+
+
+_new_object = object.__new__
+_ORPHAN_FLAGS = ((1 << Decoding.ORPHAN_BYTES_MATCHED) | (1 << Decoding.ORPHAN_BYTES_DROPPED)
+                 | (1 << Decoding.ORPHAN_BYTES_NOT_USED))
+
+
+class ReadoutBlock:
+    """Consecutive readouts of one buffer, decoded in bulk the first time one of them is
+    decoded through the per-object API (:meth:`astropix_hil.fmt.AstroPix4Readout.decode`).
+
+    The bulk decode chains extra bytes from each readout to the next, starting with none; a
+    readout decoded with other extra bytes than that (only possible with orphan bytes) is
+    decoded on its own instead (:meth:`result` returns None).
+    """
+
+    __slots__ = ("_buf", "_decoded", "_ends", "_starts")
+
+    def __init__(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        self._buf = buf
+        self._starts = starts
+        self._ends = ends
+        self._decoded: tuple | None = None
+
+    def _decode(self) -> tuple:
+        found = _decode(self._buf, self._starts, self._ends, None)
+        words = found.words.tobytes()
+        first = (np.cumsum(found.counts) - found.counts).tolist()
+        extras: list[bytes | None] = [None] * len(self._starts)
+        for i in np.flatnonzero(found.extra_pos >= 0).tolist():
+            extras[i] = self._buf[found.extra_pos[i]:found.data_ends[i]].tobytes()
+        self._decoded = (words, first, found.counts.tolist(), found.status.tolist(), extras)
+        return self._decoded
+
+    def result(self, index: int, extra_bytes: bytes | None, hit_class: type, readout_id: int,
+               timestamp: int) -> tuple[list, bytes | None, int] | None:
+        """Readout ``index``'s hits (objects of ``hit_class``, their values worked out when
+        first read), extra bytes and status code, if decoding it after ``extra_bytes`` gives
+        what the bulk decode found; else None."""
+        words, first, counts, status, extras = self._decoded or self._decode()
+        code = status[index]
+        if code & _ORPHAN_FLAGS and extra_bytes != (extras[index - 1] if index else None):
+            return None
+        at = 8 * first[index]
+        hits = []
+        for order in range(counts[index]):
+            # AstroPix4Hit(word, readout_id, timestamp, order), inlined: the hot path.
+            hit = _new_object(hit_class)
+            hit._word = words[at:at + 8]
+            hit._readout_id = readout_id
+            hit._timestamp = timestamp
+            hit._order = order
+            hit._row = None
+            hits.append(hit)
+            at += 8
+        return hits, extras[index], code
+
+
+class _Regular(NamedTuple):
+    """What :func:`_regular_words` found."""
+
+    #: Per readout: regular (its words are below).
+    regular: np.ndarray
+    #: Position and readout of each word of the regular readouts, in order.
+    positions: np.ndarray
+    rix: np.ndarray
+    #: Per readout: where its extra bytes start (a partial last word), or -1.
+    extra_pos: np.ndarray
+    #: Readouts whose first non-skipped byte cannot start a hit (orphan bytes), and where.
+    orphan: np.ndarray
+    orphan_first: np.ndarray
+
+
+def _regular_words(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _Regular:
+    """Find the hit words of the *regular* readouts in a few passes over the whole buffer.
+
+    A readout is regular when every run of non-skipped bytes (not idle, not padding) lies
+    inside one 8-byte word that starts with a start byte at the first run more than 7 bytes
+    after the previous word's start, and it has no trailing padding. For such a readout the
+    reference decoder finds exactly those words (no re-alignment: the byte after each word's
+    idle run is the next start byte), except that a last word reaching the readout's last byte
+    is kept as extra bytes.
+    """
+    size, n = len(buf), len(starts)
+    # Bytes inside the readouts' data, so that runs never cross into a readout header.
+    bounds = np.empty(2 * n + 2, dtype=np.int64)
+    bounds[0], bounds[-1] = 0, size
+    bounds[1:-1:2] = starts
+    bounds[2:-1:2] = ends
+    pattern = np.zeros(2 * n + 1, dtype=bool)
+    pattern[1::2] = True  # gaps between the readouts' data (headers), then data
+    inside = np.repeat(pattern, np.diff(bounds))
+    kept = np.zeros(size + 2, dtype=bool)  # byte i at kept[i + 1], a False on each side
+    inside &= buf != IDLE_BYTE  # comparisons: several times faster than a lookup table
+    inside &= buf != PADDING_BYTE
+    kept[1:-1] = inside
+    # Readouts back to back (no header between, as in decode_readouts): a run must not go on
+    # from one readout's data into the next one's.
+    joined = starts[1:][(starts[1:] == ends[:-1]) & (ends[:-1] > starts[:-1])]
+    joined = joined[kept[joined] & kept[joined + 1]]
+    if joined.size:
+        step = kept[1:].view(np.int8) - kept[:-1].view(np.int8)
+        begins, stops = step == 1, step == -1
+        begins[joined] = stops[joined] = True
+        run_start, run_end = np.flatnonzero(begins), np.flatnonzero(stops)
+    else:
+        edges = np.flatnonzero(kept[1:] != kept[:-1])  # a run's start and end alternate
+        run_start, run_end = edges[0::2], edges[1::2]
+    irregular = np.zeros(n, dtype=bool)
+    nonempty = ends > starts
+    irregular[nonempty] = buf[ends[nonempty] - 1] == PADDING_BYTE
+    extra_pos = np.full(n, -1, dtype=np.int64)
+    none = np.empty(0, dtype=np.int64)
+    if run_start.size == 0:
+        return _Regular(~irregular, none, none, extra_pos, none, none)
+    # Runs never cross a readout's data boundary: count the runs of each readout.
+    first_run = np.searchsorted(run_start, starts)
+    run_rix = np.repeat(np.arange(n), np.diff(first_run, append=run_start.size))
+    leading = np.empty(run_start.size, dtype=bool)
+    leading[0] = True
+    leading[1:] = run_rix[1:] != run_rix[:-1]
+    first = leading.copy()
+    first[1:] |= np.diff(run_start) >= HIT_SIZE
+    head = run_start[np.maximum.accumulate(np.where(first, np.arange(run_start.size), 0))]
+    # A run reaching past its cluster's first word: back-to-back words, or a word that starts
+    # within 8 bytes of an inner run of the word before it. Both need the careful path.
+    irregular[run_rix[run_end > head + HIT_SIZE]] = True
+    word_pos = run_start[first]
+    word_rix = run_rix[first]
+    starts_hit = START_BYTE_NP[buf[word_pos]]
+    orphan_word = ~starts_hit & leading[first]
+    orphan = word_rix[orphan_word]
+    orphan_first = word_pos[orphan_word]
+    irregular[word_rix[~starts_hit]] = True
+    # A word reaching the last byte is extra bytes; only the last word of a readout can.
+    tail = word_pos + HIT_SIZE >= ends[word_rix]
+    extra_pos[word_rix[tail]] = word_pos[tail]
+    keep = ~irregular[word_rix] & ~tail
+    extra_pos[irregular] = -1
+    return _Regular(~irregular, word_pos[keep], word_rix[keep], extra_pos, orphan, orphan_first)
 
 
 def hits_from_words(words: np.ndarray, readout_ids: np.ndarray, timestamps: np.ndarray,
                     decoding_order: np.ndarray) -> np.ndarray:
     """Hit records from wire words (shape ``(n, 8)``) and the readout fields of each hit."""
-    words = np.asarray(words, dtype=np.uint8).reshape(-1, HIT_SIZE)
-    value = np.ascontiguousarray(BIT_REVERSE_NP[words]).view(">u8").ravel().astype(np.uint64)
-    hits = np.empty(len(value), dtype=HIT_DTYPE)
-    for name, (shift, mask) in FIELD_SHIFTS.items():
-        hits[name] = (value >> np.uint64(shift)) & np.uint64(mask)
+    words = np.ascontiguousarray(words, dtype=np.uint8).reshape(-1, HIT_SIZE)
+    # Bit-reverse two bytes per lookup; then the word is two big-endian 32-bit halves.
+    halves = _BIT_REVERSE_16.take(words.view(np.uint16)).view(">u4")
+    hi = halves[:, 0].astype(np.uint32)
+    lo = halves[:, 1].astype(np.uint32)
+    hits = np.empty(len(words), dtype=HIT_DTYPE)
+    for name, source, shift, mask in _HALF_FIELDS:
+        half = hi if source else lo
+        part = half >> np.uint32(shift) if shift else half
+        np.bitwise_and(part, mask, out=hits[name], casting="unsafe")
+    # ts_coarse1 straddles the halves: 13 bits of the high one, 1 of the low one.
+    np.bitwise_or((hi & np.uint32(0x1FFF)) << np.uint32(1), lo >> np.uint32(31),
+                  out=hits["ts_coarse1"], casting="unsafe")
     hits["readout_id"] = readout_ids
     hits["timestamp"] = timestamps
     hits["decoding_order"] = decoding_order
-    dec1 = _gray_decode((hits["ts_coarse1"].astype(np.uint32) << 3) | hits["ts_fine1"])
-    dec2 = _gray_decode((hits["ts_coarse2"].astype(np.uint32) << 3) | hits["ts_fine2"])
-    dec2 = np.where(dec2 < dec1, dec2 + CLOCK_ROLLOVER, dec2)
+    # The 17-bit Gray counters are coarse and fine side by side: decode them by table.
+    dec1 = _GRAY_17.take(((hi & np.uint32(0x1FFF)) << np.uint32(4)) | (lo >> np.uint32(28)))
+    dec2 = _GRAY_17.take((lo >> np.uint32(5)) & np.uint32(0x1FFFF))
+    dec2 += (dec2 < dec1) * np.uint32(CLOCK_ROLLOVER)
     hits["ts_dec1"] = dec1
     hits["ts_dec2"] = dec2
-    hits["tot_us"] = (dec2.astype(np.int64) - dec1) / CLOCK_CYCLES_PER_US
+    np.divide(dec2.astype(np.int64) - dec1, CLOCK_CYCLES_PER_US, out=hits["tot_us"])
     return hits
 
 
@@ -310,11 +620,31 @@ def words_from_fields(hits: np.ndarray) -> np.ndarray:
     return BIT_REVERSE_NP[value.astype(">u8").view(np.uint8).reshape(-1, HIT_SIZE)]
 
 
+def _half_fields() -> tuple[tuple[str, bool, int, int], ...]:
+    """Each field that lies in one 32-bit half of the word: (name, high half, shift, mask)."""
+    out = []
+    for name, (shift, mask) in FIELD_SHIFTS.items():
+        width = mask.bit_length()
+        if shift >= 32:
+            out.append((name, True, shift - 32, mask))
+        elif shift + width <= 32:
+            out.append((name, False, shift, mask))
+    return tuple(out)
+
+
 def _gray_decode(gray: np.ndarray) -> np.ndarray:
     gray = gray.astype(np.uint32)
     for shift in (16, 8, 4, 2, 1):
         gray ^= gray >> np.uint32(shift)
     return gray
+
+
+_HALF_FIELDS = _half_fields()
+_GRAY_17 = _gray_decode(np.arange(CLOCK_ROLLOVER, dtype=np.uint32))
+_BIT_REVERSE_16 = (BIT_REVERSE_NP[np.arange(1 << 16) & 0xFF].astype(np.uint16)
+                   | (BIT_REVERSE_NP[np.arange(1 << 16) >> 8].astype(np.uint16) << 8))
+if np.little_endian is False:  # pragma: no cover - the table is built for a uint16 view
+    _BIT_REVERSE_16 = _BIT_REVERSE_16.byteswap()
 
 
 def frame_readouts(buf: np.ndarray, base_offset: int = 0, path: str | None = None) -> Frames:

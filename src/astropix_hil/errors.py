@@ -58,6 +58,18 @@ class TruncatedFileWarning(UserWarning):
     """A file ends inside its last readout; the complete readouts before it were delivered."""
 
 
+class DamagedFileWarning(UserWarning):
+    """Damaged bytes inside a file were skipped; reading went on at the next valid readout
+    header. ``path``, ``offset`` and ``length`` say where and how much."""
+
+    def __init__(self, message: str, path: str | None = None, offset: int = 0,
+                 length: int = 0) -> None:
+        super().__init__(message)
+        self.path = path
+        self.offset = offset
+        self.length = length
+
+
 class LinkError(ApxHilError, OSError):
     """The board link failed: timeout, short or garbled reply, port gone."""
 

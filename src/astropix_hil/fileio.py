@@ -5,8 +5,12 @@ Layout (the AstroPix team's format, kept byte for byte): ASCII ``%APXDF``, heade
 it), then serialized readouts back to back (see :mod:`astropix_hil.fmt`).
 
 A file that ends inside its last readout (a DAQ killed mid-write) still delivers every complete
-readout before it, with a :class:`~astropix_hil.errors.TruncatedFileWarning`. Every other
-problem raises a :class:`~astropix_hil.errors.FormatError` naming the file and byte offset.
+readout before it, with a :class:`~astropix_hil.errors.TruncatedFileWarning`. Damaged bytes
+inside the readouts (a wrong length, a broken magic, garbage) are skipped up to the next valid
+readout header (see :mod:`astropix_hil.framescan`), with a
+:class:`~astropix_hil.errors.DamagedFileWarning` naming the byte offset and count; a
+:class:`ReadReport` passed to the readers counts them. A bad file header raises a
+:class:`~astropix_hil.errors.FormatError` naming the file and byte offset.
 """
 
 from __future__ import annotations
@@ -17,22 +21,24 @@ import struct
 import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
 from .astep_fmt import ASTEP_UID, AstepReadout
-from .bulk import BulkHits, Frames, decode_frames, frame_readouts
+from .bulk import BulkHits, Frames, ReadoutBlock, decode_frames
 from .errors import (
     BadHeaderError,
     BadMagicError,
-    FormatError,
+    DamagedFileWarning,
     LengthMismatchError,
     TruncatedError,
     TruncatedFileWarning,
 )
 from .fmt import ASTROPIX4_UID, HIT_DTYPE, READOUT_HEADER, AstroPix4Readout, parse_readout
+from .framescan import scan_readouts
 
 MAGIC = b"%APXDF"
 _HEADER_LENGTH = struct.Struct("<I")
@@ -41,7 +47,43 @@ READOUT_UID_KEY = "readout_uid"
 READOUT_CLASSES: dict[int, type[AstroPix4Readout]] = {ASTROPIX4_UID: AstroPix4Readout}
 # Other readout types (decoded by their own modules; the framing here is the same).
 READOUT_CLASSES[ASTEP_UID] = AstepReadout  # type: ignore[assignment]
-_CHUNK = 1 << 20
+_CHUNK = 4 << 20
+#: Damaged regions a :class:`ReadReport` lists one by one (and warns about); more are counted.
+MAX_LISTED_DAMAGE = 20
+
+
+@dataclass
+class ReadReport:
+    """What reading a file skipped: damaged regions and an incomplete last readout."""
+
+    #: (byte offset, length) of the first :data:`MAX_LISTED_DAMAGE` damaged regions.
+    damaged: list[tuple[int, int]] = field(default_factory=list)
+    damaged_regions: int = 0
+    damaged_bytes: int = 0
+    #: Bytes of an incomplete last readout, and its offset (None if the file ends cleanly).
+    truncated_bytes: int = 0
+    truncated_at: int | None = None
+
+    def add_damage(self, path: str, offset: int, length: int) -> None:
+        """Count a damaged region, and warn about it (the first few only)."""
+        self.damaged_regions += 1
+        self.damaged_bytes += length
+        if len(self.damaged) < MAX_LISTED_DAMAGE:
+            self.damaged.append((offset, length))
+            more = (" (further damaged regions are counted, not listed)"
+                    if len(self.damaged) == MAX_LISTED_DAMAGE else "")
+            warnings.warn(DamagedFileWarning(
+                f"{path}: {length} damaged bytes skipped at byte offset {offset}; reading "
+                f"resumed at the next valid readout header{more}", path, offset, length),
+                stacklevel=4)
+
+    def add_truncation(self, path: str, offset: int, length: int) -> None:
+        """Note the incomplete last readout, and warn about it."""
+        self.truncated_bytes = length
+        self.truncated_at = offset
+        warnings.warn(TruncatedFileWarning(
+            f"{path}: file ends inside a readout at byte offset {offset} "
+            f"({length} bytes of it); the readouts before it were read"), stacklevel=4)
 
 
 def encode_header(header: Mapping[str, Any] | None) -> bytes:
@@ -115,36 +157,30 @@ class ApxReader:
         self.readout_class = READOUT_CLASSES[self.header[READOUT_UID_KEY]]
         #: Bytes of an incomplete last readout (0 until the end of a truncated file is reached).
         self.truncated_bytes = 0
+        #: Damaged bytes skipped (counted when the iteration ends).
+        self.skipped_bytes = 0
+        #: Everything skipped by the last iteration.
+        self.report = ReadReport()
 
     def __iter__(self) -> Iterator[AstroPix4Readout]:
-        buf = b""
-        base = self.data_offset  # file offset of buf[0]
-        self._file.seek(base)
-        while True:
-            chunk = self._file.read(_CHUNK)
-            buf += chunk
-            pos = 0
-            while True:
-                try:
-                    readout, end = parse_readout(buf, pos)
-                except TruncatedError:
-                    break
-                except FormatError as exc:
-                    raise type(exc)(exc.reason, self.path, base + pos) from None
-                if self.readout_class is not AstroPix4Readout:  # another profile's readouts
-                    readout = self.readout_class._parsed(readout.data(), readout.readout_id,
-                                                         readout.timestamp)
-                yield readout
-                pos = end
-            buf = buf[pos:]
-            base += pos
-            if not chunk:
-                break
-        if buf:
-            self.truncated_bytes = len(buf)
-            warnings.warn(TruncatedFileWarning(
-                f"{self.path}: file ends inside a readout at byte offset {base} "
-                f"({len(buf)} bytes of it); the readouts before it were read"), stacklevel=2)
+        self.report = ReadReport()
+        for window, frames, _ in iter_frame_chunks(self.path, _CHUNK, self.report):
+            data = window.tobytes()
+            # Decoding any readout of the chunk decodes them all in bulk (once).
+            block = ReadoutBlock(np.frombuffer(data, dtype=np.uint8), frames.starts,
+                                 frames.ends)
+            readouts = self.readout_class._parsed_block(
+                data, frames.starts.tolist(), frames.ends.tolist(),
+                frames.readout_ids.tolist(), frames.timestamps.tolist(), block)
+            # Hand each readout over without keeping it: a caller that drops readouts as it
+            # goes must not have the whole chunk's readouts and hits kept alive (the garbage
+            # collector would go over them again and again).
+            readouts.reverse()
+            pop = readouts.pop
+            while readouts:
+                yield pop()
+        self.truncated_bytes = self.report.truncated_bytes
+        self.skipped_bytes = self.report.damaged_bytes
 
     def read_hits(self) -> np.ndarray:
         """Decode the whole file in bulk (see :func:`read_hits`)."""
@@ -334,12 +370,17 @@ class FrameChunk(NamedTuple):
     offset: int
 
 
-def iter_frame_chunks(path: str | os.PathLike,
-                      chunk_bytes: int = 4 << 20) -> Iterator[FrameChunk]:
+def iter_frame_chunks(path: str | os.PathLike, chunk_bytes: int = 4 << 20,
+                      report: ReadReport | None = None) -> Iterator[FrameChunk]:
     """The readouts of an ``.apx`` file, a few MB at a time, located in a memory map (no
-    copy, no per-readout Python work). A truncated last readout ends the iteration with a
-    :class:`~astropix_hil.errors.TruncatedFileWarning`."""
+    copy, no per-readout Python work).
+
+    Damaged regions are skipped with a :class:`~astropix_hil.errors.DamagedFileWarning` each;
+    a truncated last readout ends the iteration with a
+    :class:`~astropix_hil.errors.TruncatedFileWarning`; ``report`` (if given) counts both.
+    """
     path = os.fspath(path)
+    report = ReadReport() if report is None else report
     with open(path, "rb") as stream:
         _, offset = _read_header(stream, path)
         size = os.fstat(stream.fileno()).st_size
@@ -347,21 +388,39 @@ def iter_frame_chunks(path: str | os.PathLike,
         return
     mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
     want = chunk_bytes
+    pending: list[int] | None = None  # a damaged region that may go on in the next window
     while offset < size:
-        window = mapped[offset:offset + want]
-        frames = frame_readouts(window, offset, path)
-        if frames.consumed == 0:
-            if offset + want >= size:
-                warnings.warn(TruncatedFileWarning(
-                    f"{path}: file ends inside a readout at byte offset {offset} "
-                    f"({size - offset} bytes of it); the readouts before it were read"),
-                    stacklevel=2)
-                return
+        stop = min(size, offset + want)
+        window = mapped[offset:stop]
+        scan = scan_readouts(window, stop == size)
+        for start, length in scan.damaged:
+            start += offset
+            if pending is not None and pending[0] + pending[1] == start:
+                pending[1] += length
+                continue
+            if pending is not None:
+                report.add_damage(path, *pending)
+            pending = [start, length]
+        # A region reaching the end of what was consumed may go on in the next window.
+        if pending is not None and pending[0] + pending[1] != offset + scan.consumed:
+            report.add_damage(path, *pending)
+            pending = None
+        if len(scan.heads):
+            frames = Frames(scan.starts, scan.ends, scan.readout_ids, scan.timestamps,
+                            scan.consumed)
+            yield FrameChunk(window[:scan.consumed], frames, offset)
+        if scan.truncated:
+            report.add_truncation(path, offset + scan.consumed, scan.truncated)
+            break
+        if scan.consumed == 0:
+            if stop == size:
+                break
             want *= 2  # a readout larger than the window
             continue
-        yield FrameChunk(window[:frames.consumed], frames, offset)
-        offset += frames.consumed
+        offset += scan.consumed
         want = chunk_bytes
+    if pending is not None:
+        report.add_damage(path, *pending)
 
 
 class HitChunk(NamedTuple):
@@ -372,32 +431,38 @@ class HitChunk(NamedTuple):
     readout_ids: np.ndarray
     timestamps: np.ndarray
     data_bytes: int
+    #: File offset just past the bytes this chunk covers (for progress).
+    file_offset: int = 0
 
 
-def iter_hit_chunks(path: str | os.PathLike,
-                    chunk_bytes: int = 4 << 20) -> Iterator[HitChunk]:
+def iter_hit_chunks(path: str | os.PathLike, chunk_bytes: int = 4 << 20,
+                    report: ReadReport | None = None) -> Iterator[HitChunk]:
     """Decode an ``.apx`` file in bulk, a few MB of readouts at a time.
 
     Extra bytes are passed from readout to readout across chunks, exactly as the per-object
-    path does. A truncated last readout ends the iteration with a warning.
+    path does. Damage and truncation are skipped and reported as by :func:`iter_frame_chunks`.
     """
     extra: bytes | None = None
-    for window, frames, _ in iter_frame_chunks(path, chunk_bytes):
+    for window, frames, offset in iter_frame_chunks(path, chunk_bytes, report):
         result: BulkHits = decode_frames(window, frames.starts, frames.ends,
                                          frames.readout_ids, frames.timestamps, extra)
         extra = result.extra_bytes
         yield HitChunk(result.hits, result.status, frames.readout_ids, frames.timestamps,
-                       int(np.sum(frames.ends - frames.starts)))
+                       int(np.sum(frames.ends - frames.starts)), offset + len(window))
 
 
-def read_hits(path: str | os.PathLike) -> np.ndarray:
+def read_hits(path: str | os.PathLike, chunk_bytes: int = 4 << 20,
+              report: ReadReport | None = None) -> np.ndarray:
     """Decode every hit of an ``.apx`` file into one array of dtype
     :data:`~astropix_hil.fmt.HIT_DTYPE` (columns as :data:`~astropix_hil.fmt.HIT_COLUMNS`).
 
     The fast path: agrees hit for hit with decoding the readouts one by one while passing each
-    readout's extra bytes to the next.
+    readout's extra bytes to the next. The file is decoded ``chunk_bytes`` at a time and the
+    chunks joined once at the end (a file of one chunk is not copied).
     """
-    chunks = [chunk.hits for chunk in iter_hit_chunks(path)]
+    chunks = [chunk.hits for chunk in iter_hit_chunks(path, chunk_bytes, report)]
+    if len(chunks) == 1:
+        return chunks[0]
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=HIT_DTYPE)
 
 
@@ -417,6 +482,7 @@ __all__ = [
     "ApxWriter",
     "FrameChunk",
     "HitChunk",
+    "ReadReport",
     "apx_open",
     "decode_header",
     "encode_header",

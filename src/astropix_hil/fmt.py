@@ -290,7 +290,13 @@ def _gray_table(bits: int) -> list[int]:
     return gray.tolist()
 
 
-_GRAY_TO_BINARY = _gray_table(17)
+def _gray_to_binary_17() -> list[int]:
+    """The table, built when a hit first needs it (it costs a few ms; most programs that
+    import this module decode in bulk)."""
+    global _GRAY_TO_BINARY
+    if not _GRAY_TO_BINARY:
+        _GRAY_TO_BINARY = _gray_table(17)
+    return _GRAY_TO_BINARY
 
 
 def word_fields(word: bytes) -> tuple[int, ...]:
@@ -327,10 +333,12 @@ class AstroPix4Hit:
 
     Build it from an 8-byte wire word with the readout it came from; ``ts_dec1``/``ts_dec2``
     are the decoded counters in clock cycles (``ts_dec2`` unwrapped past a rollover) and
-    ``tot_us`` the time over threshold in microseconds.
+    ``tot_us`` the time over threshold in microseconds. The values are kept as one tuple in
+    :data:`HIT_COLUMNS` order (the attributes read it), so a hit is cheap to build, also in
+    bulk from a decoded hit array (:meth:`from_row`).
     """
 
-    __slots__ = ("_word", *HIT_COLUMNS)
+    __slots__ = ("_order", "_readout_id", "_row", "_timestamp", "_word")
 
     chip_id: int
     payload: int
@@ -358,32 +366,39 @@ class AstroPix4Hit:
                  decoding_order: int = 0) -> None:
         if len(word) != HIT_SIZE:
             raise ValueError(f"a hit word is {HIT_SIZE} bytes, got {len(word)}")
-        self._word = word = bytes(word)
-        # Field shifts and masks as in HIT_FIELDS, unrolled: this is the per-object hot path.
-        v = int.from_bytes(word.translate(BIT_REVERSE), "big")
-        self.chip_id = v >> 59
-        self.payload = (v >> 56) & 0x7
-        self.row = (v >> 51) & 0x1F
-        self.column = (v >> 46) & 0x1F
-        self.ts_neg1 = (v >> 45) & 0x1
-        self.ts_coarse1 = (v >> 31) & 0x3FFF
-        self.ts_fine1 = (v >> 28) & 0x7
-        self.ts_tdc1 = (v >> 23) & 0x1F
-        self.ts_neg2 = (v >> 22) & 0x1
-        self.ts_coarse2 = (v >> 8) & 0x3FFF
-        self.ts_fine2 = (v >> 5) & 0x7
-        self.ts_tdc2 = v & 0x1F
-        self.readout_id = readout_id
-        self.timestamp = timestamp
-        self.decoding_order = decoding_order
-        # The 17-bit Gray counters are the coarse and fine fields side by side in the word.
-        dec1 = _GRAY_TO_BINARY[(v >> 28) & 0x1FFFF]
-        dec2 = _GRAY_TO_BINARY[(v >> 5) & 0x1FFFF]
-        if dec2 < dec1:
-            dec2 += CLOCK_ROLLOVER
-        self.ts_dec1 = dec1
-        self.ts_dec2 = dec2
-        self.tot_us = (dec2 - dec1) / CLOCK_CYCLES_PER_US
+        self._word = bytes(word)
+        self._readout_id = readout_id
+        self._timestamp = timestamp
+        self._order = decoding_order
+        self._row = None  # the values, worked out from the word when first asked for
+
+    def _values(self) -> tuple:
+        row = self._row
+        if row is None:
+            # Field shifts and masks as in HIT_FIELDS, unrolled: the per-object hot path.
+            v = int.from_bytes(self._word.translate(BIT_REVERSE), "big")
+            # The 17-bit Gray counters are the coarse and fine fields side by side.
+            gray = _GRAY_TO_BINARY or _gray_to_binary_17()
+            dec1 = gray[(v >> 28) & 0x1FFFF]
+            dec2 = gray[(v >> 5) & 0x1FFFF]
+            if dec2 < dec1:
+                dec2 += CLOCK_ROLLOVER
+            row = self._row = (
+                v >> 59, (v >> 56) & 0x7, self._readout_id, self._timestamp, self._order,
+                (v >> 51) & 0x1F, (v >> 46) & 0x1F, (v >> 45) & 0x1, (v >> 31) & 0x3FFF,
+                (v >> 28) & 0x7, (v >> 23) & 0x1F, (v >> 22) & 0x1, (v >> 8) & 0x3FFF,
+                (v >> 5) & 0x7, v & 0x1F, dec1, dec2, (dec2 - dec1) / CLOCK_CYCLES_PER_US)
+        return row
+
+    @classmethod
+    def from_row(cls, row: tuple, word: bytes) -> AstroPix4Hit:
+        """A hit from its values in :data:`HIT_COLUMNS` order (a row of a decoded hit array,
+        e.g. from :func:`astropix_hil.bulk.decode_frames`) and its wire word; not checked."""
+        hit = _new_object(cls)
+        hit._word = word
+        hit._readout_id, hit._timestamp, hit._order = row[2], row[3], row[4]
+        hit._row = tuple(row)
+        return hit
 
     def word(self) -> bytes:
         """The hit's 8 bytes as they stood in the readout."""
@@ -391,23 +406,32 @@ class AstroPix4Hit:
 
     def values(self) -> tuple:
         """The attribute values in :data:`HIT_COLUMNS` order."""
-        return tuple(getattr(self, name) for name in HIT_COLUMNS)
+        return self._values()
 
     def as_dict(self) -> dict:
         """The attributes as a dict, in :data:`HIT_COLUMNS` order."""
-        return dict(zip(HIT_COLUMNS, self.values(), strict=True))
+        return dict(zip(HIT_COLUMNS, self._values(), strict=True))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AstroPix4Hit):
-            return self.values() == other.values()
+            return self._values() == other._values()
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(self.values())
+        return hash(self._values())
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in HIT_COLUMNS)
+        fields = ", ".join(f"{name}={value!r}" for name, value in zip(HIT_COLUMNS,
+                                                                     self._values(),
+                                                                     strict=True))
         return f"AstroPix4Hit({fields})"
+
+
+_new_object = object.__new__
+for _index, _name in enumerate(HIT_COLUMNS):
+    setattr(AstroPix4Hit, _name, property(
+        lambda self, _i=_index: self._values()[_i], doc=f"The hit's ``{_name}``."))
+del _index, _name
 
 
 class AstroPix4Readout:
@@ -415,7 +439,8 @@ class AstroPix4Readout:
     ``readout_id`` and the host ``timestamp`` in ns since the epoch (taken now if None).
     """
 
-    __slots__ = ("_data", "_extra_bytes", "_hits", "_status", "readout_id", "timestamp")
+    __slots__ = ("_data", "_extra_bytes", "_hits", "_source", "_status", "readout_id",
+                 "timestamp")
 
     HIT_CLASS = AstroPix4Hit
     UID = ASTROPIX4_UID
@@ -428,20 +453,47 @@ class AstroPix4Readout:
         self.readout_id = readout_id
         self._hits: list[AstroPix4Hit] | None = None
         self._extra_bytes: bytes | None = None
-        self._status = DecodingStatus()
+        self._status: DecodingStatus | None = None
+        self._source = None
 
     @classmethod
-    def _parsed(cls, data: bytes, readout_id: int, timestamp: int) -> AstroPix4Readout:
+    def _parsed(cls, data: bytes, readout_id: int, timestamp: int,
+                source: tuple | None = None) -> AstroPix4Readout:
         """A readout exactly as serialized, so that re-serializing gives the same bytes even
-        if another writer left padding in it (decoding strips it either way)."""
-        readout = cls.__new__(cls)
+        if another writer left padding in it (decoding strips it either way).
+
+        ``source``: (block, index) where a bulk decode of this readout can be had (see
+        :class:`astropix_hil.bulk.ReadoutBlock`).
+        """
+        readout = _new_object(cls)
         readout._data = bytes(data)
         readout.readout_id = readout_id
         readout.timestamp = timestamp
         readout._hits = None
         readout._extra_bytes = None
-        readout._status = DecodingStatus()
+        readout._status = None
+        readout._source = source
         return readout
+
+    @classmethod
+    def _parsed_block(cls, data: bytes, starts: list[int], ends: list[int],
+                      readout_ids: list[int], timestamps: list[int],
+                      block: object) -> list[AstroPix4Readout]:
+        """:meth:`_parsed` for readouts ``data[starts[i]:ends[i]]`` of one bulk ``block``."""
+        new = _new_object
+        readouts = []
+        append = readouts.append
+        index = 0
+        for start, end, rid, stamp in zip(starts, ends, readout_ids, timestamps, strict=True):
+            readout = new(cls)
+            readout._data = data[start:end]
+            readout.readout_id = rid
+            readout.timestamp = stamp
+            readout._hits = None
+            readout._source = (block, index)
+            append(readout)
+            index += 1  # noqa: SIM113 - enumerate() over zip() costs a tuple per readout
+        return readouts
 
     @classmethod
     def uid(cls) -> int:
@@ -466,13 +518,25 @@ class AstroPix4Readout:
         ``extra_bytes`` are the previous readout's :meth:`extra_bytes`, to re-join a hit split
         across the two readouts.
         """
-        if self._hits is None:
-            words, self._extra_bytes, code = decode_readout(self._data.rstrip(b"\xff"),
-                                                            extra_bytes)
-            self._status = DecodingStatus(code)
+        hits = self._hits
+        if hits is not None:
+            return hits
+        found = None
+        if self._source is not None:
+            block, index = self._source
+            found = block.result(index, extra_bytes, self.HIT_CLASS, self.readout_id,
+                                 self.timestamp)
+            self._source = None
+        if found is None:
+            words, extra, code = decode_readout(self._data.rstrip(b"\xff"), extra_bytes)
             rid, ts = self.readout_id, self.timestamp
-            self._hits = [AstroPix4Hit(word, rid, ts, order) for order, word in enumerate(words)]
-        return self._hits
+            hits = [AstroPix4Hit(word, rid, ts, order) for order, word in enumerate(words)]
+        else:
+            hits, extra, code = found
+        self._extra_bytes = extra
+        self._status = code  # a DecodingStatus is made when asked for
+        self._hits = hits
+        return hits
 
     def hits(self) -> list[AstroPix4Hit]:
         """The decoded hits (decoding without extra bytes if not done yet)."""
@@ -480,12 +544,16 @@ class AstroPix4Readout:
 
     def extra_bytes(self) -> bytes | None:
         """The partial hit at the end of the readout, for the next readout's decode."""
-        self.decode()
+        if self._hits is None:
+            self.decode()
         return self._extra_bytes
 
     def decoding_status(self) -> DecodingStatus:
         """The :class:`Decoding` flags raised by :meth:`decode`."""
-        self.decode()
+        if self._hits is None:
+            self.decode()
+        if not isinstance(self._status, DecodingStatus):
+            self._status = DecodingStatus(self._status)
         return self._status
 
     def to_bytes(self) -> bytes:

@@ -15,7 +15,7 @@ import ast
 import itertools
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NamedTuple
 
 from .errors import FormatError
@@ -160,13 +160,17 @@ def _parse_header(stream: BinaryIO, path: str) -> tuple[dict[str, Any], int, str
     return _json_data(header, path, line_no), line_no, pending
 
 
-def import_log(log_path: str | os.PathLike, apx_path: str | os.PathLike) -> LogImport:
+def import_log(log_path: str | os.PathLike, apx_path: str | os.PathLike,
+               progress: Callable[[int], None] | None = None) -> LogImport:
     """Convert a legacy ``.log`` file to ``.apx``; readouts whose hex is unreadable are skipped
-    with a warning naming the line (as the AstroPix tools do)."""
+    with a warning naming the line (as the AstroPix tools do). ``progress`` is told about
+    each readout line read (its length, as ``INDEX<TAB>b'HEX'``)."""
     header, lines = parse_log(log_path)
     readouts = skipped = 0
     with ApxWriter(apx_path, header) as writer:
         for index, text, line_no in lines:
+            if progress is not None:
+                progress(len(text) + len(str(index)) + 5)
             try:
                 data = bytes.fromhex(text)
             except ValueError as exc:

@@ -1,25 +1,29 @@
 """``apx-hil convert``: decode an ``.apx`` file to a hit table (CSV, numpy, ECSV, FITS, HDF5,
-Parquet)."""
+Parquet; A-STEP runs also to the team's raw ``.bin``)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import BinaryIO, TextIO
+from collections.abc import Iterator
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
 from ..astep_files import is_astep
 from ..errors import ApxHilError
-from ..fileio import iter_hit_chunks, read_header
-from ..fmt import HIT_DTYPE
+from ..fileio import ReadReport, iter_hit_chunks, read_header
 from ..hitcsv import write_hits_csv
+from ..hitnpy import write_hits_npy
 from ..outputfile import atomic_output
 from ..tables import WRITERS as TABLE_WRITERS
 from . import astep_convert
+from .progress import add_quiet_option, progress_bar
 
 FORMATS = ("csv", "npy", "bin", *TABLE_WRITERS)
+#: Bytes of the file decoded at a time: memory stays bounded whatever the file's size.
+CHUNK_BYTES = 4 << 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="output file ('-' for stdout; default: the input with the "
                              "format's extension; numpy adds .npy to a name without it)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    add_quiet_option(parser)
     astep_convert.add_options(parser)
     parser.set_defaults(run=run)
 
@@ -49,50 +54,61 @@ def output_name(args: argparse.Namespace) -> str:
     return output
 
 
-def _write_hits(stream: BinaryIO | TextIO, args: argparse.Namespace, header: dict) -> int:
-    chunks = (chunk.hits for chunk in iter_hit_chunks(args.apx))
+def _hits(path: str, report: ReadReport, bar: Any) -> Iterator[np.ndarray]:
+    """The file's hits a chunk at a time, moving the bar by the bytes read."""
+    done = 0
+    for chunk in iter_hit_chunks(path, CHUNK_BYTES, report):
+        bar.update(chunk.file_offset - done)
+        done = chunk.file_offset
+        yield chunk.hits
+
+
+def _write_hits(stream: BinaryIO | TextIO, args: argparse.Namespace, header: dict,
+                chunks: Iterator[np.ndarray]) -> int:
     if args.format == "npy":
-        hits = np.concatenate([*chunks, np.empty(0, dtype=HIT_DTYPE)])
-        np.save(stream, hits)
-        return len(hits)
+        return write_hits_npy(stream, chunks)
     return write_hits_csv(stream, chunks, header)
 
 
-def _to_stdout(args: argparse.Namespace, header: dict) -> None:
+def _convert(output: str, args: argparse.Namespace, header: dict,
+             chunks: Iterator[np.ndarray]) -> tuple[int, str]:
+    """Write the conversion to ``output`` (a path, or ``-`` for stdout); the count written
+    and what it counts."""
     if is_astep(header):
-        astep_convert.convert(args, header, "-")
-    elif args.format in TABLE_WRITERS:
-        raise ApxHilError(f"--format {args.format} writes a file, not stdout: give -o")
-    elif args.format == "bin":
-        raise ApxHilError("--format bin is for A-STEP runs (readout_uid 4100) only")
-    else:
-        _write_hits(sys.stdout.buffer if args.format == "npy" else sys.stdout, args, header)
-
-
-def _to_file(path: str, args: argparse.Namespace, header: dict) -> tuple[int, str]:
-    """Write the conversion to ``path``; the count written and what it counts."""
-    if is_astep(header):
-        count = astep_convert.convert(args, header, path)
+        count = astep_convert.convert(args, header, output)
         return count, "bytes" if args.format == "bin" else "rows"
     if args.format == "bin":
         raise ApxHilError("--format bin is for A-STEP runs (readout_uid 4100) only")
     if args.format in TABLE_WRITERS:
-        chunks = (chunk.hits for chunk in iter_hit_chunks(args.apx))
-        return TABLE_WRITERS[args.format](path, chunks, header), "hits"
+        if output == "-":
+            raise ApxHilError(f"--format {args.format} writes a file, not stdout: give -o")
+        return TABLE_WRITERS[args.format](output, chunks, header), "hits"
+    if output == "-":
+        stream = sys.stdout.buffer if args.format == "npy" else sys.stdout
+        return _write_hits(stream, args, header, chunks), "hits"
     if args.format == "npy":
-        with open(path, "wb") as stream:
-            return _write_hits(stream, args, header), "hits"
-    with open(path, "w", encoding="utf-8", newline="") as stream:
-        return _write_hits(stream, args, header), "hits"
+        with open(output, "wb") as stream:
+            return _write_hits(stream, args, header, chunks), "hits"
+    with open(output, "w", encoding="utf-8", newline="") as stream:
+        return _write_hits(stream, args, header, chunks), "hits"
 
 
 def run(args: argparse.Namespace) -> int:
     output = output_name(args)
     header = read_header(args.apx)  # a bad input fails before anything is created
-    if output == "-":
-        _to_stdout(args, header)
-        return 0
-    with atomic_output(output, args.force, inputs=[args.apx]) as temporary:
-        count, unit = _to_file(temporary, args, header)
-    print(f"{count} {unit} written to {output}", file=sys.stderr)
+    report = ReadReport()
+    with progress_bar(os.path.getsize(args.apx), "B", "convert", args.quiet) as bar:
+        chunks = _hits(args.apx, report, bar)
+        if output == "-":
+            _convert(output, args, header, chunks)
+        else:
+            with atomic_output(output, args.force, inputs=[args.apx]) as temporary:
+                count, unit = _convert(temporary, args, header, chunks)
+    if output != "-":
+        print(f"{count} {unit} written to {output}", file=sys.stderr)
+    if report.damaged_bytes:
+        print(f"apx-hil convert: {args.apx}: skipped {report.damaged_bytes} damaged bytes in "
+              f"{report.damaged_regions} regions (first at byte offset "
+              f"{report.damaged[0][0]}); every readout outside them was converted",
+              file=sys.stderr)
     return 0

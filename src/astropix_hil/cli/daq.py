@@ -25,6 +25,7 @@ from ..outputfile import check_output
 from ..yamlfile import read_yaml
 from .argtypes import non_negative_float, positive_float, positive_int, ttl
 from .configure import add_options, apply, describe
+from .progress import StatusLine
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +207,12 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         link.close()
         raise
-    interactive = sys.stderr.isatty()
+    # On a terminal: one line, rewritten in place and cut to its width; log lines and
+    # warnings go above it.
+    status = StatusLine(sys.stderr)
 
     def show(progress: Progress) -> None:
-        end = "\r" if interactive else "\n"
-        print(f"apx-hil daq: {progress.line()}", end=end, file=sys.stderr, flush=True)
+        status.show(f"apx-hil daq: {progress.line()}")
 
     daq = DaqRun(link, writer, sender,
                  DaqOptions(readouts=args.readouts, duration=args.duration,
@@ -224,12 +226,12 @@ def run(args: argparse.Namespace) -> int:
                                        f"{args.interface or 'by route'}, ttl {args.ttl})")
     print(f"apx-hil daq: {args.port} -> {out}{where}", file=sys.stderr, flush=True)
     try:
-        result = daq.run()
+        with status.messages_above():
+            result = daq.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if interactive:
-        print(file=sys.stderr)
+        status.close()
     summary = {"file": out, "stopped_by": result.stopped_by, "error": result.error,
                **result.progress.as_dict()}
     if args.json:

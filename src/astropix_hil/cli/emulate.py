@@ -23,6 +23,7 @@ from .argtypes import (
     seed,
 )
 from .configure import add_options
+from .progress import add_quiet_option, progress_bar
 
 ANOMALY_HELP = ("anomalies, per hit: KIND=P[,KIND=P...] with P a probability, a bare KIND "
                 "forces it (P=1), 'all' or 'all=P' sets every kind (default P 0.05), 'none' "
@@ -132,6 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_options(chip, config_help="chip configuration YAML (team's v4 schema) the chip runs")
     chip.add_argument("--pixel-table", metavar="CSV",
                       help="write each pixel's true threshold offset and noise (mV) here")
+    add_quiet_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -185,7 +187,14 @@ def run(args: argparse.Namespace) -> int:
     header = {"emulator": {"version": __version__, "seed": args.seed,
                            "config": config.describe()}}
     runs = emulator.runs(readouts=args.readouts, duration=args.duration)
+    if args.readouts is not None:
+        total, unit = args.readouts, "readouts"
+    else:
+        total, unit = args.duration, "s"
     with ExitStack() as outputs:
+        bar = outputs.enter_context(progress_bar(total, unit, "emulate", args.quiet,
+                                                 unit_scale=unit != "s"))
+        runs = _counted(runs, bar, unit, config.start_ns)
         out = outputs.enter_context(atomic_output(args.out, args.force))
         if args.truth:
             truth_path = outputs.enter_context(atomic_output(args.truth, args.force))
@@ -201,3 +210,17 @@ def run(args: argparse.Namespace) -> int:
           f"truth{f' ({args.truth})' if args.truth else ''}; {summary.truncated} truncated "
           f"and {summary.split_lost} split hits dropped", file=sys.stderr)
     return 0
+
+
+def _counted(runs, bar, unit: str, start_ns: int):
+    """The runs, moving the bar by readouts or by seconds of chip time."""
+    done = 0.0
+    for run in runs:
+        if unit == "s":
+            if len(run):
+                now = (int(run.timestamps[-1]) - start_ns) / 1e9
+                bar.update(max(now - done, 0.0))
+                done = max(done, now)
+        else:
+            bar.update(len(run))
+        yield run

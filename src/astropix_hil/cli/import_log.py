@@ -9,6 +9,7 @@ import warnings
 
 from ..legacy import import_log
 from ..outputfile import atomic_output
+from .progress import add_quiet_option, progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("log", help="input .log file")
     parser.add_argument("-o", "--output", help="output .apx (default: the input with .apx)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    add_quiet_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -30,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *rest: print(f"warning: {message}",
                                                             file=sys.stderr)
-        result = import_log(args.log, temporary)
+        with progress_bar(os.path.getsize(args.log), "B", "import-log", args.quiet) as bar:
+            result = import_log(args.log, temporary, progress=bar.update)
     print(f"{result.readouts} readouts written to {output}"
           + (f", {result.skipped} unreadable skipped" if result.skipped else ""),
           file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from ..framing import DEFAULT_FLUSH_DELAY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_M
 from ..framing.datagram import HEADER, MAX_UDP_PAYLOAD
 from ..sock import DEFAULT_TTL, MulticastSender
 from .argtypes import int_range, non_negative_float, positive_float, ttl
+from .progress import add_quiet_option, progress_bar
 from .recv import StopFlag, add_network_options
 
 _CHUNK = 4 << 20
@@ -55,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="keep the stream open (heartbeats only) this long after the last "
                              "readout, so receivers learn of a loss at the very end")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    add_quiet_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     sending: float | None = None
     start = time.monotonic()
     try:
-        with stop.installed():
+        with stop.installed(), progress_bar(os.path.getsize(args.apx), "B", "send",
+                                            args.quiet) as bar:
             for buf, spans, stamps in _file_chunks(args.apx):
                 if first_ts is None and len(stamps):
                     first_ts = int(stamps[0])
@@ -102,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
                             time.sleep(min(max(ahead, 0.0), 0.05))
                             continue
                     _send(sender, buf, spans, i, j, args.legacy)
+                    bar.update(spans[j - 1][1] - spans[i][0])
                     sent += j - i
                     i = j
                 if stop:

@@ -1,0 +1,77 @@
+"""Converting reads the file a chunk at a time: the result is the one-shot result, and memory
+stays bounded by the chunk, not by the file."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from astropix_hil.cli import convert as convert_cli
+from astropix_hil.cli import main
+from astropix_hil.fileio import read_hits, write_apx
+from astropix_hil.fmt import HIT_DTYPE, AstroPix4Readout
+
+W0 = bytes.fromhex("e0401eac0dccc200")
+W1 = bytes.fromhex("e040b6a80fba1c02")
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory):
+    """1000 readouts of ~2 kB, 120 hits each, one split across each pair of readouts."""
+    body = (W0 + b"\xbc" * 8 + W1 + b"\xbc" * 8) * 60
+    readouts = [AstroPix4Readout(b"\xbc" * 3 + body + W0[:3], i, 10**18 + i * 1000)
+                if i % 2 == 0 else AstroPix4Readout(W0[3:] + b"\xbc" + body, i, 10**18 + i)
+                for i in range(1000)]
+    path = tmp_path_factory.mktemp("dense") / "dense.apx"
+    write_apx(path, readouts)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npy"])
+def test_converting_in_small_chunks_gives_the_one_shot_result(dense_run, tmp_path, monkeypatch,
+                                                               fmt):
+    whole = tmp_path / f"whole.{fmt}"
+    assert main(["convert", str(dense_run), "--format", fmt, "-o", str(whole)]) == 0
+    monkeypatch.setattr(convert_cli, "CHUNK_BYTES", 300)
+    chunked = tmp_path / f"chunked.{fmt}"
+    assert main(["convert", str(dense_run), "--format", fmt, "-o", str(chunked)]) == 0
+    assert chunked.read_bytes() == whole.read_bytes()
+    if fmt == "npy":
+        assert np.array_equal(np.load(chunked), read_hits(dense_run))
+        assert np.array_equal(np.load(chunked), read_hits(dense_run, chunk_bytes=300))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npy"])
+def test_converting_a_large_file_needs_memory_for_a_chunk_only(dense_run, tmp_path,
+                                                               monkeypatch, fmt):
+    hits = len(read_hits(dense_run))
+    whole_array = hits * HIT_DTYPE.itemsize  # what holding every hit at once would take
+    assert whole_array > 5_000_000
+    monkeypatch.setattr(convert_cli, "CHUNK_BYTES", 64 << 10)
+    tracemalloc.start()
+    try:
+        assert main(["convert", str(dense_run), "--format", fmt,
+                     "-o", str(tmp_path / f"out.{fmt}")]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < whole_array / 3
+
+
+def test_read_hits_joins_its_chunks_once(dense_run, monkeypatch):
+    joins = []
+    concatenate = np.concatenate
+
+    def counted(arrays, *args, **kwargs):
+        arrays = list(arrays)
+        if arrays and all(getattr(a, "dtype", None) == HIT_DTYPE for a in arrays):
+            joins.append(len(arrays))  # a join of hit arrays
+        return concatenate(arrays, *args, **kwargs)
+
+    expected = read_hits(dense_run)
+    monkeypatch.setattr(np, "concatenate", counted)
+    hits = read_hits(dense_run, chunk_bytes=4096)
+    assert np.array_equal(hits, expected)
+    assert len(joins) == 1 and joins[0] > 100  # every chunk at once, not one by one
