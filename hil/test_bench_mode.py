@@ -27,7 +27,8 @@ ROOT = os.path.dirname(HIL_DIR)
 
 def _agent(host: Host, token_file: str) -> str:
     """Start an agent on ``host`` listening on its LAN address; return ADDR:PORT."""
-    workdir = host.path("agent")
+    # The agent's work directory is the host's: it refuses files outside it.
+    workdir = host.workdir
     host.run(["mkdir", "-p", workdir]).check(host.name)
     proc = host.spawn(host.apx("agent", "--listen", f"{host.address()}:0", "--token-file",
                                token_file, "--workdir", workdir), "agent")
