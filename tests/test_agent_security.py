@@ -106,6 +106,9 @@ def test_file_operations_refuse_every_path_that_resolves_outside_the_workdir(sta
         (work / "link-in").symlink_to(work / "sub" / "data.bin")
         assert c.read_file(str(work / "sub" / "data.bin")) == b"inside"
         assert c.read_file("link-in") == b"inside"
+        c.remove("link-in")  # the link goes, not the file it points to
+        assert not os.path.lexists(work / "link-in")
+        assert (work / "sub" / "data.bin").read_bytes() == b"inside"
         c.remove("sub")
     assert secret.read_bytes() == b"do not touch"
     assert sorted(p.name for p in outside.iterdir()) == ["secret"]

@@ -307,7 +307,8 @@ def test_structured_datagrams_reach_past_the_magic_check():
     reached: Counter[str] = Counter()
     datagrams = 0
 
-    @settings(max_examples=300, database=None, deadline=None)
+    # Derandomized: the same cases every run, so this check of the strategy is not flaky.
+    @settings(max_examples=500, database=None, deadline=None, derandomize=True)
     @given(apx.datagram_cases(), st.booleans())
     def collect(case, keyed):
         nonlocal datagrams

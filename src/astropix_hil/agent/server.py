@@ -308,7 +308,15 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             return {"size": os.fstat(fd).st_size}
 
     def _op_remove(self, req: dict[str, Any]) -> dict[str, Any]:
-        path = self._path(req.get("path"))
+        path = self._path(req.get("path"))  # what it names must be inside, a link's target too
+        given = os.path.join(self.workdir, req["path"])
+        if os.path.islink(given):
+            # A symlink (to something inside): remove the link, not what it points to.
+            parent = os.path.realpath(os.path.dirname(given))
+            if parent != self.workdir and not is_inside(self.workdir, parent):
+                raise AgentError(f"path {req['path']!r} is outside the work directory")
+            os.unlink(os.path.join(parent, os.path.basename(given)))
+            return {}
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)  # never follows symlinks inside the tree
         elif os.path.lexists(path):
