@@ -14,7 +14,8 @@ from astropix_hil.jsontext import JsonLimitError, loads_bounded, nesting_depth
 # Strings full of the characters the scan must skip: brackets, quotes, backslashes.
 _TEXT = st.text(alphabet=st.sampled_from('[]{}"\\ a\n\u00e9'), max_size=8)
 _VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+    st.none() | st.booleans() | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False) | _TEXT,
     lambda children: st.lists(children, max_size=3)
     | st.dictionaries(_TEXT, children, max_size=3),
     max_leaves=30)
