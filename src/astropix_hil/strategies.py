@@ -273,7 +273,14 @@ def _mutation(draw: st.DrawFn, raw: bytes) -> tuple[bytes, str]:
 
     out = bytearray(raw)
     what = draw(st.sampled_from(("field", "field", "field", "truncate", "extend", "payload",
-                                 "header_json")))
+                                 "header_json", "fragment")))
+    if what == "fragment" and raw[5] == Kind.FRAGMENT:
+        # An index at or past the count, too few fragments, or a count that grows.
+        name, value = draw(st.sampled_from((
+            ("count", _field(raw, "total")), ("total", 1), ("total", 0),
+            ("total", _field(raw, "total") + 1), ("total", 0xFFFF))))
+        _set_field(out, name, value)
+        return bytes(out), f"{name}={value}"
     if what == "field":
         name = draw(st.sampled_from(sorted(HEADER_FIELDS)))
         current = _field(raw, name)
@@ -343,7 +350,8 @@ def _stream_datagrams(draw: st.DrawFn, stream_id: int, key: object, age_ms: int,
             carried += batch
             readout_seq += len(batch)
         elif kind == "fragments":
-            serialized = draw(small)
+            # Larger than the small readouts of DATA datagrams, as fragmented ones are.
+            serialized = draw(readouts(st.binary(min_size=16, max_size=64))).to_bytes()
             total = draw(st.integers(2, 4))
             step = -(-len(serialized) // total)
             pieces = [serialized[i:i + step] for i in range(0, len(serialized), step)]
