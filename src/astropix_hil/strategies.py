@@ -273,7 +273,11 @@ def _mutation(draw: st.DrawFn, raw: bytes) -> tuple[bytes, str]:
 
     out = bytearray(raw)
     what = draw(st.sampled_from(("field", "field", "field", "truncate", "extend", "payload",
-                                 "header_json", "fragment")))
+                                 "header_json", "fragment", "kind")))
+    if what == "kind":
+        value = draw(st.sampled_from((0, 4, 5, 255, Kind.DATA, Kind.FRAGMENT, Kind.HEARTBEAT)))
+        _set_field(out, "kind", value)
+        return bytes(out), f"kind={value}"
     if what == "fragment" and raw[5] == Kind.FRAGMENT:
         # An index at or past the count, too few fragments, or a count that grows.
         name, value = draw(st.sampled_from((
