@@ -275,9 +275,12 @@ def _mutation(draw: st.DrawFn, raw: bytes) -> tuple[bytes, str]:
     what = draw(st.sampled_from(("field", "field", "field", "truncate", "extend", "payload",
                                  "header_json", "fragment", "kind")))
     if what == "kind":
-        value = draw(st.sampled_from((0, 4, 5, 255, Kind.DATA, Kind.FRAGMENT, Kind.HEARTBEAT)))
-        _set_field(out, "kind", value)
-        return bytes(out), f"kind={value}"
+        # The fields that say what a datagram is: kind, payload type, version.
+        name, value = draw(st.sampled_from(
+            [("kind", k) for k in (0, 4, 255, Kind.DATA, Kind.FRAGMENT, Kind.HEARTBEAT)]
+            + [("payload_type", t) for t in (0, 4001, 0xFFFF)] + [("version", 2)]))
+        _set_field(out, name, value)
+        return bytes(out), f"{name}={value}"
     if what == "fragment" and raw[5] == Kind.FRAGMENT:
         # An index at or past the count, too few fragments, or a count that grows.
         name, value = draw(st.sampled_from((
