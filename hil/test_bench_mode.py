@@ -226,7 +226,9 @@ def _check_junit(path: str, nested: dict) -> None:
 
 def _agent(host: Host, token_file: str) -> str:
     """Start an agent on ``host`` listening on its first address; return ADDR:PORT."""
-    workdir = host.path("agent")
+    # The agent refuses paths outside its work directory: give it the lab's run directory,
+    # which holds every host's directory and the nested runs' work directories.
+    workdir = os.path.dirname(host.workdir)
     host.run(["mkdir", "-p", workdir]).check(host.name)
     address = next(iter(host.interfaces.values())).ip if host.interfaces else \
         netns.BRIDGE_ADDR

@@ -86,6 +86,21 @@ class Netns:
             time.sleep(0.05)
         pytest.fail(f"nothing listens on UDP port {port} after {timeout} s")
 
+    def wait_udp_drained(self, proc: subprocess.Popen, port: int = 5007,
+                         timeout: float = 20) -> None:
+        """Until every UDP socket bound to ``port`` here has read all its queued datagrams
+        (``proc`` must keep running); fails the test after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the process ended before reading everything"
+            with self.entered(), open("/proc/thread-self/net/udp") as table:
+                queued = sum(int(line.split()[4].split(":")[1], 16) for line in table
+                             if line.split()[1].endswith(f":{port:04X}"))
+            if queued == 0:
+                return
+            time.sleep(0.02)
+        pytest.fail(f"datagrams still queued on UDP port {port} after {timeout} s")
+
     def apx_hil(self, *args: str, **kwargs) -> subprocess.Popen:
         """Start ``apx-hil ARGS`` inside the namespace."""
         return self.python("-m", "astropix_hil", *args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -241,7 +242,7 @@ def test_allow_list_limits_programs(tmp_path) -> None:
         with AgentClient(srv.server_address, TOKEN) as c:
             assert c.run(["true"]).returncode == 0
             assert c.run(["/bin/true"]).returncode == 0
-            with pytest.raises(AgentError, match="program 'sh' is not allowed here"):
+            with pytest.raises(AgentError, match=r"program 'sh' \(/\S+\) is not allowed here"):
                 c.run(["sh", "-c", "true"])
     finally:
         srv.shutdown()
@@ -280,8 +281,9 @@ def test_wrong_token_is_refused_and_counted(server) -> None:
     assert server.auth_failures == 1
 
 
-def test_client_refuses_an_agent_without_the_token(tmp_path) -> None:
-    # An impostor that accepts any proof (it cannot know the token): the client must notice.
+def _impostor(session_token: bytes, server_proof: bytes) -> tuple[socket.socket, threading.Thread]:
+    """An agent that answers the handshake with ``server_proof``, its frames authenticated
+    under the session key of ``session_token``; it serves one connection until closed."""
     impostor = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -292,18 +294,31 @@ def test_client_refuses_an_agent_without_the_token(tmp_path) -> None:
             channel.send({"agent": "apx-hil", "protocol": agent.PROTOCOL,
                           "nonce": nonce.hex()})
             hello = channel.receive(5)
-            channel.key = session_key(b"guessed-token-guessed", nonce,
-                                      bytes.fromhex(hello["nonce"]))
-            channel.send({"ok": True, "proof": "00" * 32})
-            time.sleep(0.5)
+            channel.key = session_key(session_token, nonce, bytes.fromhex(hello["nonce"]))
+            channel.send({"ok": True, "proof": server_proof.hex()})
+            conn.settimeout(10)
+            with contextlib.suppress(OSError):
+                while conn.recv(1024):  # until the client hangs up
+                    pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
+    return impostor, thread
+
+
+@pytest.mark.parametrize("session_token", [b"guessed-token-guessed", TOKEN],
+                         ids=["wrong-session-key", "right-session-key"])
+def test_client_refuses_an_agent_that_does_not_prove_the_token(session_token) -> None:
+    # An impostor cannot know the token: its proof is wrong. Even with frames that pass the
+    # session key's HMAC (as if the key had leaked), the missing proof alone must stop the
+    # client before it sends any request.
+    impostor, thread = _impostor(session_token, bytes(32))
     try:
-        with pytest.raises(AgentAuthError):
+        with pytest.raises(AgentAuthError, match="did not prove the token"
+                           if session_token == TOKEN else "HMAC does not match"):
             AgentClient(impostor.getsockname(), TOKEN, timeout=5).ping()
     finally:
-        thread.join(5)
+        thread.join(10)
         impostor.close()
 
 

@@ -147,7 +147,7 @@ TIME_AND_RATE_OPTIONS = [
     ("emulate", "--jitter"),
     ("run-with-board", "--rate"), ("run-with-board", "--timeout"),
     ("monitor", "--speed"), ("monitor", "--every"), ("monitor", "--duration"),
-    ("monitor", "--idle-exit"),
+    ("monitor", "--idle-exit"), ("agent", "--auth-timeout"),
     ("configure", "--period"), ("configure", "--reply-timeout"), ("configure", "--vinj"),
     ("daq", "--period"), ("daq", "--vinj"), ("emulate", "--period"), ("emulate", "--vinj"),
     ("daq", "--ts-freq"), ("daq", "--reset-delay"),

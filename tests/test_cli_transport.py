@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -94,13 +93,42 @@ def test_recv_prints_readouts_and_their_hits(ns, emulated_run, emulated_truth):
 def test_sigterm_stops_recv_with_the_statistics(ns, emulated_run):
     proc = recv(ns, "--json", "--quiet")
     send(ns, str(emulated_run), "--as-fast-as-possible")
-    time.sleep(0.3)
+    # Every datagram is in (send has ended); stop once recv has read them off its socket:
+    # what it has read and not yet handed on must still be counted.
+    ns.wait_udp_drained(proc)
     proc.send_signal(signal.SIGTERM)
     stats, _, _ = finish(proc)
     assert stats["consumed"]["stop_reason"] == "signal SIGTERM"
     assert stats["consumed"]["readouts"] == len(readouts_of(emulated_run))
     (stream,) = stats["streams"].values()
     assert stream["ended"] and stream["readouts_lost"] == 0
+
+
+def test_idle_exit_waits_for_the_first_datagram(ns, real_apx):
+    # A monitor started before its sender: the sender's start-up is not silence.
+    proc = recv(ns, "--json", "--quiet", "--idle-exit", "0.2")
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=1.0)
+    send(ns, str(real_apx), "--as-fast-as-possible")
+    stats, _, _ = finish(proc)
+    assert stats["consumed"]["stop_reason"] == "idle"
+    assert stats["consumed"]["readouts"] == 775
+
+
+def test_a_receiver_without_a_key_says_it_did_not_check_hmacs(ns, real_apx, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    passive = recv(ns, "--quiet", "--idle-exit", "0.5")
+    sent = send(ns, str(real_apx), "--as-fast-as-possible", "--key", str(key))
+    _, err = passive.communicate(timeout=TIMEOUT)
+    assert passive.returncode == 0, err
+    assert "received 775 readouts" in err
+    datagrams = sent["sender"]["datagrams_sent"]
+    assert f"unverified {datagrams}: datagrams carrying an HMAC accepted unchecked" in err
+    passive = recv(ns, "--json", "--quiet", "--idle-exit", "0.5")
+    send(ns, str(real_apx), "--as-fast-as-possible")
+    stats, _, err = finish(passive)
+    assert stats["unverified"] == 0 and "unverified" not in err
 
 
 def test_idle_exit_and_legacy_mode(ns, real_apx):

@@ -372,3 +372,169 @@ def test_payloads_of_a_whole_batch_are_checked_at_once_and_a_bad_one_is_singled_
     counts[3] = 39  # declares one readout fewer than it holds
     result = check_data_payloads(b"".join(bad), offsets, counts)
     assert [i for i, ok in enumerate(result) if not ok] == [3, 11]
+
+
+# -- hostile senders: bounded parsing and memory ----------------------------------------------
+
+
+def _retained(build) -> tuple[object, int]:
+    """Run ``build()``; return its result and the bytes it allocated that are still held."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = build()
+        gc.collect()
+        return result, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("header", [
+    b"[" * 2000 + b"]" * 2000,  # RecursionError in json.loads without a bound
+    b'{"a":' * 10_000,
+    b'{"ok": "' + b"[" * 5000 + b'", "deep": ' + b"[" * 70 + b"]" * 70 + b"}",
+])
+def test_a_run_header_nested_deep_is_a_bad_heartbeat_not_an_exception(header):
+    raw = encode_datagram(Kind.HEARTBEAT, 5, 0, 0, heartbeat_payload(0, 1.0, header))
+    dec = FrameDecoder(now=0.0)
+    dec.feed(raw, SRC, 0.0)
+    dec.feed_many([(raw, SRC)], 0.0)
+    assert _reasons(dec) == {"bad_heartbeat": 2}
+    with pytest.raises(DatagramError, match="nested more than 64 deep"):
+        parse_datagram(raw)
+
+
+def test_brackets_inside_strings_do_not_count_toward_the_header_depth():
+    header = {"note": "[" * 1000 + "{" * 1000, "nested": [[[{"a": [1]}]]]}
+    raw = encode_datagram(Kind.HEARTBEAT, 5, 0, 0,
+                          heartbeat_payload(0, 1.0, json.dumps(header).encode()))
+    assert parse_datagram(raw).header == header
+
+
+def test_the_encoder_refuses_a_run_header_receivers_would_refuse():
+    deep: list = []
+    for _ in range(70):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested more than 64 deep"):
+        FrameEncoder(now=0.0, header={"deep": deep})
+
+
+def _fragment(seq: int, index: int, total: int, payload: bytes, readout: int = 0) -> bytes:
+    return encode_datagram(Kind.FRAGMENT, 9, seq, readout, payload, count=index, total=total)
+
+
+def test_every_fragment_counts_against_the_readout_size_limit():
+    # Fragment 0 is 1 byte and announces 65535 fragments: only the bytes that follow tell.
+    piece = bytes(1400)
+
+    def feed():
+        dec = FrameDecoder(now=-1.0, max_readout_size=100_000)
+        dec.feed(_fragment(0, 0, 0xFFFF, b"\xfe"), SRC, 0.0)
+        for i in range(1, 1000):
+            dec.feed(_fragment(i, i, 0xFFFF, piece), SRC, 0.0)
+        return dec
+
+    dec, held = _retained(feed)
+    assert held < 300_000  # 1.4 MB of fragments were sent
+    assert _reasons(dec) == {"too_large": 1}
+    dec.finish(1.0)
+    (s,) = dec.stats.streams.values()
+    assert (s.readouts_lost, s.fragments_incomplete, s.readouts_received) == (1, 1, 0)
+
+
+def test_a_fragmented_readout_over_the_limit_is_lost_and_the_next_one_is_delivered():
+    big = ro(0, 3000).to_bytes()
+    enc = FrameEncoder(now=0.0, max_datagram=1000)
+    out = enc.add(big, 0.0) + enc.add(ro(1).to_bytes(), 0.0) + enc.flush(0.0)
+    dec = FrameDecoder(now=-1.0, max_readout_size=2500)
+    for raw in out:
+        dec.feed(raw, SRC, 0.0)
+    assert decoded(dec) == [ro(1)]
+    assert _reasons(dec) == {"too_large": 1}
+    (s,) = dec.stats.streams.values()
+    assert (s.readouts_lost, s.readouts_received) == (1, 1)
+
+
+def test_held_back_bytes_are_bounded_and_overflow_is_counted_lost():
+    enc = FrameEncoder(now=0.0, max_datagram=20_000)
+    datagrams = []
+    for i in range(60):
+        datagrams += enc.add(ro(i, 10_000).to_bytes(), 0.0)
+    datagrams += enc.flush(0.0)
+
+    def feed():
+        dec = FrameDecoder(now=-1.0, max_held_bytes=100_000, reorder_timeout=60.0)
+        for raw in datagrams[1:]:  # the first never comes: everything after waits for it
+            dec.feed(raw, SRC, 0.0)
+            dec.take()
+        return dec
+
+    dec, held = _retained(feed)
+    assert held < 400_000
+    (s,) = dec.stats.streams.values()
+    assert (s.datagrams_lost, s.readouts_lost) == (1, 1)
+    assert s.readouts_received == 59
+
+
+def test_legacy_ids_that_jump_keep_memory_bounded_and_count_every_gap():
+    raws = [AstroPix4Readout._parsed(b"\xbc" * 8, i * 4097, i).to_bytes() for i in range(300)]
+
+    def feed():
+        dec = FrameDecoder(now=0.0)
+        for raw in raws:
+            dec.feed(raw, SRC, 0.0)
+            dec.take()
+        return dec
+
+    dec, held = _retained(feed)
+    assert held < 1_000_000  # a set of the missing ids held 1.2 million of them
+    (s,) = dec.stats.streams.values()
+    assert (s.readouts_received, s.readouts_lost, s.duplicates) == (300, 299 * 4096, 0)
+
+
+def test_legacy_window_tells_late_arrivals_from_duplicates_and_new_runs():
+    dec = FrameDecoder(now=0.0)
+    for rid in (10, 11, 15, 13, 13, 11, 15, 14, 12, 5000, 20):
+        dec.feed(AstroPix4Readout._parsed(b"\xbc", rid, 0).to_bytes(), SRC, 0.0)
+    (s,) = dec.stats.streams.values()
+    # 12..14 and 16..4999 missing; 13, 14, 12 come late; 13, 11, 15 repeat; 20 is behind the
+    # 4096 ids remembered: a new run.
+    assert (s.reordered, s.duplicates) == (3, 3)
+    assert s.readouts_lost == 3 + 4984 - 3
+    assert s.readouts_received == 8
+
+
+def test_a_receiver_without_a_key_counts_the_hmacs_it_did_not_check():
+    enc = FrameEncoder(now=0.0, key=KEY)
+    datagrams = enc.poll(0.0) + enc.add(ro(0).to_bytes(), 0.0) + enc.close(0.0)
+    passive = FrameDecoder(now=-1.0)
+    keyed = FrameDecoder(now=-1.0, keys=KEY)
+    for dec in (passive, keyed):
+        dec.feed_many([(raw, SRC) for raw in datagrams], 0.0)
+        assert decoded(dec) == [ro(0)]
+    assert passive.stats.unverified == len(datagrams)
+    assert passive.stats.as_dict()["unverified"] == len(datagrams)
+    assert keyed.stats.unverified == 0
+    unsigned = FrameDecoder(now=-1.0)
+    unsigned.feed(encode_datagram(Kind.DATA, 1, 0, 0, ro(0).to_bytes(), count=1), SRC, 0.0)
+    assert unsigned.stats.unverified == 0
+
+
+def test_hosts_remembered_for_restarts_are_bounded():
+    dec = FrameDecoder(now=0.0, max_streams=4, max_stream_stats=8)
+
+    def feed():
+        for i in range(2000):
+            raw = encode_datagram(Kind.HEARTBEAT, i + 1, 0, 0, heartbeat_payload(0, 1.0))
+            dec.feed(raw, (f"198.18.{i >> 8}.{i & 255}", 5000), 0.0)
+        return dec
+
+    _, held = _retained(feed)
+    assert held < 200_000
+    assert len(dec.stats.streams) <= 8
+    assert dec.stats.retired["heartbeats"] + sum(
+        s.heartbeats for s in dec.stats.streams.values()) == 2000

@@ -41,6 +41,19 @@ def drain(receiver: MulticastReceiver, timeout: float = 0.3, limit: int = 100_00
     return got
 
 
+def until(condition, receiver: MulticastReceiver | None = None, timeout: float = 20) -> None:
+    """Until ``condition()`` holds (fail after ``timeout`` s); meanwhile ``receiver`` takes
+    datagrams in, and must hand out no readout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        if receiver is None:
+            time.sleep(0.01)
+            continue
+        with pytest.raises(TimeoutError):
+            receiver.receive(timeout=0.02)
+
+
 def test_two_receivers_on_one_host_and_port_both_get_everything(ns):
     sent = readouts(3000) + readouts(3, 3000, size=5000)
     with ns.entered():
@@ -70,15 +83,17 @@ def test_a_receiver_joining_late_gets_the_run_header_from_a_heartbeat(ns):
         for readout in readouts(100):
             sender.send_readout(readout)
         sender.flush()
-        time.sleep(0.05)  # the stream runs a while before the monitor starts
+        # The stream runs a while (two heartbeats: 0.1 s) before the monitor starts.
+        until(lambda: sender.stats.heartbeats_sent >= 2)
         with ns.entered():
             receiver = MulticastReceiver(group=GROUP, port=PORT)
         with receiver:
-            with pytest.raises(TimeoutError):
-                receiver.receive(timeout=0.5)  # only heartbeats come now
+            # Only heartbeats come now.
+            until(lambda: sum(s.heartbeats for s in receiver.stats.streams.values()) >= 2,
+                  receiver)
             assert receiver.stats.run_header == {"run": "late", "chip": 4}
             (stream,) = receiver.stats.streams.values()
-            assert stream.joined_late and stream.heartbeats >= 2
+            assert stream.joined_late
             assert stream.datagrams_lost == stream.readouts_lost == 0
 
 
@@ -189,9 +204,10 @@ def test_idle_sender_heartbeats_and_receiver_api(ns):
         sender = MulticastSender(GROUP, PORT, 1, "lo", heartbeat_interval=0.05)
     with receiver, sender:
         with pytest.raises(TimeoutError, match="no readout within"):
-            receiver.receive(timeout=0.4)
-        (stream,) = receiver.stats.streams.values()
-        assert stream.heartbeats >= 4
+            receiver.receive(timeout=0.1)
+        until(lambda: sum(s.heartbeats for s in receiver.stats.streams.values()) >= 4,
+              receiver)
+        assert len(receiver.stats.streams) == 1
         sender.send_data(b"".join(r.to_bytes() for r in readouts(3)))
         first, *_ = readouts(3)
         assert next(iter(receiver)) == first
@@ -208,3 +224,23 @@ def test_bad_arguments_are_refused():
         MulticastReceiver(interface="nosuchif0", port=5999)
     with pytest.raises(ValueError, match="cannot be authenticated"):
         MulticastSender(legacy=True, key=KEY)
+
+
+def test_take_ready_hands_out_what_was_received_without_waiting(ns):
+    with ns.entered():
+        receiver = MulticastReceiver(group=GROUP, port=PORT)
+        legacy = MulticastSender(group=GROUP, port=PORT, legacy=True)
+        framed = MulticastSender(group=GROUP, port=PORT, timer=False)
+    with receiver:
+        with legacy, framed:
+            for a, b in zip(readouts(20), readouts(20, 1000), strict=True):
+                legacy.send_readout(a)
+                framed.send_readout(b)
+                framed.flush()  # one datagram each: the streams alternate
+        # Everything is queued on the socket: one read takes it all in, as many batches.
+        first = receiver.receive_batch(timeout=10)
+        rest = receiver.take_ready()
+        assert rest, "the streams alternate: more than one batch"
+        got = [r for batch in (first, *rest) for r in batch.readouts()]
+        assert sorted(r.readout_id for r in got) == list(range(20)) + list(range(1000, 1020))
+        assert receiver.take_ready() == []

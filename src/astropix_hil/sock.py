@@ -500,6 +500,16 @@ class MulticastReceiver:
             self._pump(wait)
         return batches.popleft()
 
+    def take_ready(self) -> list[ReadoutBatch]:
+        """Every batch already received and not yet taken, oldest first, without waiting or
+        reading the socket (e.g. after :meth:`finish`, before stopping)."""
+        self._check_open()
+        out = []
+        if self._batch is not None:
+            out.append(self.receive_batch(0))
+        out += self._decoder.take()
+        return out
+
     def receive(self, timeout: float | None = None) -> AstroPix4Readout:
         """The next readout; raise :class:`TimeoutError` if none comes within ``timeout`` s."""
         if self._batch is None:

@@ -16,6 +16,8 @@ Example::
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
@@ -217,3 +219,218 @@ def emulator_configs(draw: st.DrawFn, max_chips: int = 3,
 
 
 __all__ += ["anomaly_mixes", "emulator_configs"]
+
+
+# -- datagrams: structurally valid, then mutated ----------------------------------------------
+
+#: (offset, struct format) of each header field a mutation may rewrite (see
+#: :data:`astropix_hil.framing.HEADER`).
+HEADER_FIELDS: dict[str, tuple[int, str]] = {
+    "version": (4, "<B"), "kind": (5, "<B"), "flags": (6, "<B"), "stream_id": (8, "<Q"),
+    "seq": (16, "<Q"), "readout_seq": (24, "<Q"), "age_ms": (32, "<I"),
+    "payload_type": (36, "<H"), "count": (38, "<H"), "total": (40, "<H"),
+    "key_id": (44, "<I"), "length": (48, "<I"),
+}
+
+#: Run headers no receiver should parse: nested too deep, NaN, not an object, not UTF-8.
+HOSTILE_HEADERS = (b"[" * 2000 + b"]" * 2000, b'{"a":' * 5000, b'{"t": NaN}', b"[1, 2]",
+                   b"\xff\xfe{}", b'{"a": 1', b"null", b'"' + b"\\" * 1001)
+
+
+@dataclass(frozen=True)
+class DatagramCase:
+    """Datagrams as a receiver might get them from senders that are buggy or hostile.
+
+    They were built structurally valid (right magic, version, lengths and kinds: streams of
+    ``DATA``, ``FRAGMENT`` and ``HEARTBEAT`` datagrams with consecutive sequence numbers, and
+    legacy datagrams), then some were mutated, duplicated, dropped or reordered.
+    """
+
+    datagrams: list[bytes]
+    #: Every serialized readout the datagrams were built to carry.
+    readouts: frozenset[bytes]
+    #: What was done to each datagram, in order ("" for nothing): for events and debugging.
+    mutations: list[str]
+    #: Mutated datagrams were signed again (a hostile sender holding the key).
+    resigned: bool = False
+
+
+def _set_field(raw: bytearray, name: str, value: int) -> None:
+    offset, fmt = HEADER_FIELDS[name]
+    size = struct.calcsize(fmt)
+    struct.pack_into(fmt, raw, offset, value & ((1 << (8 * size)) - 1))
+
+
+def _field(raw: bytes, name: str) -> int:
+    offset, fmt = HEADER_FIELDS[name]
+    return struct.unpack_from(fmt, raw, offset)[0]
+
+
+@st.composite
+def _mutation(draw: st.DrawFn, raw: bytes) -> tuple[bytes, str]:
+    """One structural mutation of a framed datagram ``raw``."""
+    from .framing import HEADER, HEARTBEAT, Kind
+
+    out = bytearray(raw)
+    what = draw(st.sampled_from(("field", "field", "field", "truncate", "extend", "payload",
+                                 "header_json", "fragment", "kind")))
+    if what == "kind":
+        # The fields that say what a datagram is: kind, payload type, version.
+        name, value = draw(st.sampled_from(
+            [("kind", k) for k in (0, 4, 255, Kind.DATA, Kind.FRAGMENT, Kind.HEARTBEAT)]
+            + [("payload_type", t) for t in (0, 4001, 0xFFFF)] + [("version", 2)]))
+        _set_field(out, name, value)
+        return bytes(out), f"{name}={value}"
+    if what == "fragment" and raw[5] == Kind.FRAGMENT:
+        # An index at or past the count, too few fragments, or a count that grows.
+        name, value = draw(st.sampled_from((
+            ("count", _field(raw, "total")), ("total", 1), ("total", 0),
+            ("total", _field(raw, "total") + 1), ("total", 0xFFFF))))
+        _set_field(out, name, value)
+        return bytes(out), f"{name}={value}"
+    if what == "field":
+        name = draw(st.sampled_from(sorted(HEADER_FIELDS)))
+        current = _field(raw, name)
+        width = 8 * struct.calcsize(HEADER_FIELDS[name][1])
+        value = draw(st.one_of(
+            st.sampled_from((0, 1, 2, 3, 4, (1 << width) - 1, (1 << (width - 1)))),
+            st.integers(current - 3, current + 3), st.integers(0, (1 << width) - 1)))
+        _set_field(out, name, value)
+        return bytes(out), f"{name}={value & ((1 << width) - 1)}"
+    if what == "truncate":
+        cut = draw(st.integers(0, len(raw) - 1))
+        return bytes(out[:cut]), f"truncate@{cut}"
+    if what == "extend":
+        return bytes(out) + draw(st.binary(min_size=1, max_size=8)), "extend"
+    if what == "payload" and len(raw) > HEADER.size:
+        at = draw(st.integers(HEADER.size, len(raw) - 1))
+        out[at] ^= draw(st.integers(1, 255))
+        return bytes(out), f"payload@{at}"
+    if raw[5] == Kind.HEARTBEAT:
+        body = draw(st.sampled_from(HOSTILE_HEADERS))
+        head = bytes(out[:HEADER.size + HEARTBEAT.size])
+        out = bytearray(head + body)
+        _set_field(out, "length", HEARTBEAT.size + len(body))
+        _set_field(out, "flags", raw[6] & ~1)  # the HMAC trailer went with the old header
+        return bytes(out), "hostile_header"
+    return bytes(out), ""
+
+
+def _sign(raw: bytes, key: object) -> bytes:
+    """``raw`` (its trailer, if any, dropped) signed again with ``key``."""
+    import hmac as _hmac
+
+    from .framing import HEADER, MAC_SIZE
+
+    if len(raw) < HEADER.size:
+        return raw
+    end = HEADER.size + _field(raw, "length")
+    body = bytearray(raw[:end] if end <= len(raw) else raw)
+    body[6] |= 1
+    _set_field(body, "key_id", key.key_id)  # type: ignore[attr-defined]
+    digest = _hmac.digest(key.secret, bytes(body), "sha256")  # type: ignore[attr-defined]
+    return bytes(body) + digest[:MAC_SIZE]
+
+
+@st.composite
+def _stream_datagrams(draw: st.DrawFn, stream_id: int, key: object, age_ms: int,
+                      max_items: int) -> tuple[list[bytes], list[bytes]]:
+    """A valid framed stream: its datagrams in order and the readouts they carry."""
+    from .framing import Flag, Kind, encode_datagram, heartbeat_payload
+
+    datagrams: list[bytes] = []
+    carried: list[bytes] = []
+    seq = readout_seq = 0
+    small = readouts(readout_bytes(max_size=24)).map(lambda r: r.to_bytes())
+
+    def emit(kind: Kind, first: int, payload: bytes, **fields: int) -> None:
+        nonlocal seq
+        datagrams.append(encode_datagram(kind, stream_id, seq, first, payload, age_ms=age_ms,
+                                         key=key, **fields))  # type: ignore[arg-type]
+        seq += 1
+
+    for _ in range(draw(st.integers(1, max_items))):
+        kind = draw(st.sampled_from(("data", "data", "fragments", "heartbeat")))
+        if kind == "data":
+            batch = draw(st.lists(small, min_size=1, max_size=4))
+            emit(Kind.DATA, readout_seq, b"".join(batch), count=len(batch))
+            carried += batch
+            readout_seq += len(batch)
+        elif kind == "fragments":
+            # Larger than the small readouts of DATA datagrams, as fragmented ones are.
+            serialized = draw(readouts(st.binary(min_size=16, max_size=64))).to_bytes()
+            total = draw(st.integers(2, 4))
+            step = -(-len(serialized) // total)
+            pieces = [serialized[i:i + step] for i in range(0, len(serialized), step)]
+            for index, piece in enumerate(pieces):
+                emit(Kind.FRAGMENT, readout_seq, piece, count=index, total=len(pieces))
+            carried.append(serialized)
+            readout_seq += 1
+        else:
+            header = draw(st.one_of(st.none(), st.fixed_dictionaries(
+                {"run": st.integers(0, 9)}, optional={"chip": st.text(max_size=4)})))
+            text = b"" if header is None else json.dumps(header).encode()
+            emit(Kind.HEARTBEAT, readout_seq, heartbeat_payload(seq, 1.0, text))
+    if draw(st.booleans()):
+        last = seq + 2
+        for _ in range(3):
+            emit(Kind.HEARTBEAT, readout_seq, heartbeat_payload(last, 1.0), flags=Flag.END)
+    return datagrams, carried
+
+
+@st.composite
+def datagram_cases(draw: st.DrawFn, key: object = None, max_streams: int = 2,
+                   max_items: int = 6, mutate: bool = True,
+                   legacy: bool = True) -> DatagramCase:
+    """A :class:`DatagramCase`: up to ``max_streams`` framed streams (signed with ``key``, a
+    :class:`~astropix_hil.framing.TransportKey`, if given) and legacy datagrams, interleaved;
+    then, with ``mutate``, some datagrams get a header field rewritten (to edge values, near
+    values or anything), are truncated or extended, get a payload byte flipped or a hostile run
+    header; finally some are dropped, duplicated or moved a few places.
+
+    Unlike arbitrary bytes, nearly all of these pass the magic check, so properties reach the
+    checks behind it (versions, lengths, kinds, payloads, fragments, heartbeats, ordering).
+    With a key, mutated datagrams are sometimes signed again: a sender that holds the key and
+    misbehaves.
+    """
+    streams = []
+    carried: set[bytes] = set()
+    for n in range(draw(st.integers(1, max_streams))):
+        age = draw(st.sampled_from((0, 60_000)))  # started after the receiver, or long before
+        datagrams, readouts_ = draw(_stream_datagrams(n + 1, key, age, max_items))
+        streams.append(datagrams)
+        carried.update(readouts_)
+    if legacy and draw(st.booleans()):
+        # A run of ids from some start, with gaps, repeats and steps back.
+        base = draw(st.one_of(st.integers(0, 8), st.integers(0, 2**32 - 64)))
+        ids = [base + d for d in draw(st.lists(st.integers(0, 12), min_size=1, max_size=6))]
+        serialized = [AstroPix4Readout(draw(readout_bytes(max_size=16)), i, i).to_bytes()
+                      for i in ids]
+        if serialized and draw(st.booleans()):
+            serialized[-1] = serialized[-1][:-1]  # its length field now lies: bad_legacy
+        streams.append(serialized)
+        carried.update(serialized)
+    # Interleave the streams, each kept in its own order.
+    merged: list[bytes] = []
+    cursors = [0] * len(streams)
+    while any(c < len(s) for c, s in zip(cursors, streams, strict=True)):
+        live = [i for i, (c, s) in enumerate(zip(cursors, streams, strict=True)) if c < len(s)]
+        i = draw(st.sampled_from(live))
+        merged.append(streams[i][cursors[i]])
+        cursors[i] += 1
+    mutations = [""] * len(merged)
+    resigned = False
+    if mutate:
+        for i, raw in enumerate(merged):
+            if raw[:4] != b"APXM" or draw(st.integers(0, 3)) != 0:
+                continue
+            merged[i], mutations[i] = draw(_mutation(raw))
+            if key is not None and draw(st.booleans()):
+                merged[i] = _sign(merged[i], key)
+                resigned = True
+    schedule = draw(datagram_schedules(len(merged), draw(st.sampled_from((0, 0, 2, 6)))))
+    return DatagramCase([merged[i] for i in schedule.arrivals], frozenset(carried),
+                        [mutations[i] for i in schedule.arrivals], resigned)
+
+
+__all__ += ["HEADER_FIELDS", "HOSTILE_HEADERS", "DatagramCase", "datagram_cases"]

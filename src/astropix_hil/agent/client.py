@@ -158,10 +158,12 @@ class AgentClient:
         return self._chunks("output", id=ident, stream=stream)
 
     def run(self, argv: Sequence[str], timeout: float = 60.0,
-            input: bytes | None = None) -> RunResult:
+            input: bytes | None = None, env: dict[str, str] | None = None,
+            cwd: str | None = None) -> RunResult:
         """Run ``argv`` to completion (killed after ``timeout`` seconds)."""
         reply = self.call("run", extra_time=timeout, argv=list(argv), timeout=timeout,
-                          owner=self.session, input=None if input is None else _b64(input))
+                          env=env, cwd=cwd, owner=self.session,
+                          input=None if input is None else _b64(input))
         if reply["returncode"] is None:
             return RunResult(None, b"", b"")
         return RunResult(reply["returncode"], _unb64(reply["stdout"]), _unb64(reply["stderr"]))

@@ -15,6 +15,7 @@ import struct
 from typing import Any
 
 from ..errors import AgentAuthError, AgentError, AgentProtocolError
+from ..jsontext import JsonLimitError, loads_bounded
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ MIN_TOKEN = 16
 MAX_WAIT = 60.0
 MAX_RUN = 600.0
 NONCE_SIZE = 16
+#: Deepest nesting of a frame's JSON (requests and replies need 2).
+MAX_DEPTH = 16
 _NO_MAC = bytes(MAC_SIZE)
 TO_SERVER = b"C"
 TO_CLIENT = b"S"
@@ -50,7 +53,10 @@ def session_key(token: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes
 def encode_frame(message: dict[str, Any], key: bytes | None = None, direction: bytes = b"",
                  seq: int = 0) -> bytes:
     """One frame holding ``message``; authenticated when ``key`` is given."""
-    body = json.dumps(message, separators=(",", ":")).encode("utf-8")
+    try:
+        body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except ValueError as exc:  # NaN or Infinity: not JSON, and the other side refuses them
+        raise AgentProtocolError(f"cannot send {exc}") from None
     if len(body) > MAX_BODY:
         raise AgentProtocolError(f"frame body of {len(body)} bytes exceeds {MAX_BODY}")
     mac = _NO_MAC if key is None else _mac(key, direction, seq, body)
@@ -67,8 +73,10 @@ def decode_frame(mac: bytes, body: bytes, key: bytes | None = None, direction: b
     if key is not None and not hmac.compare_digest(mac, _mac(key, direction, seq, body)):
         raise AgentAuthError("frame HMAC does not match (altered, replayed or another token)")
     try:
-        message = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # Bounded depth (a deep frame must not recurse the parser to death) and finite
+        # numbers only (a NaN timeout passes every range check).
+        message = loads_bounded(body, max_depth=MAX_DEPTH, max_size=MAX_BODY)
+    except JsonLimitError as exc:
         raise AgentProtocolError(f"frame body is not UTF-8 JSON: {exc}") from None
     if not isinstance(message, dict):
         raise AgentProtocolError("frame body is not a JSON object")
@@ -102,7 +110,9 @@ class FrameBuffer:
 def parse_listen(text: str) -> tuple[str, int]:
     """``ADDR:PORT`` (``[ADDR]:PORT`` for IPv6) as a socket address; refuse wildcards.
 
-    The agent must listen on one address of the bench network, never on every interface.
+    The agent must listen on one address of the bench network, never on every interface. An
+    IPv4-mapped IPv6 address (``::ffff:A.B.C.D``) is taken as the IPv4 address it maps, so
+    ``[::ffff:0.0.0.0]`` is refused like ``0.0.0.0``.
     """
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
@@ -112,6 +122,8 @@ def parse_listen(text: str) -> tuple[str, int]:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise AgentError(f"listen address {host!r} is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     if address.is_unspecified:
         raise AgentError(f"refusing to listen on {host} (every interface): give the one "
                          "address of the bench network the agent should answer on")

@@ -13,6 +13,7 @@ import signal
 import socket
 import socketserver
 import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,15 @@ from typing import Any
 from .. import __version__
 from ..errors import AgentError, AgentProtocolError
 from .channel import _Channel
+from .policy import (
+    check_env,
+    confined_path,
+    fd_path,
+    finite_number,
+    is_inside,
+    resolve_allow,
+    resolve_program,
+)
 from .protocol import (
     CHUNK,
     MAX_RUN,
@@ -53,33 +63,49 @@ class _Child:
 class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     """The agent: serves authenticated clients on one address.
 
-    ``allow`` limits the programs it starts (basename or path of ``argv[0]``); None allows
-    any, as SSH would. At most ``max_procs`` processes run at once. Process output goes to
-    files in ``workdir``; relative paths in file operations are taken from there too.
+    ``allow`` limits the programs it starts (names or paths, compared with ``argv[0]`` once
+    both are resolved to their executable); None allows any, as SSH would. With ``allow``, a
+    client may only set the environment variables of :data:`~.policy.SAFE_ENV`. At most
+    ``max_procs`` processes run at once. Process output goes to files in ``workdir``; file
+    operations and working directories are confined to it (symlinks are followed, and what
+    resolves outside is refused).
+
+    A client must prove the token within ``auth_timeout`` seconds of connecting; at most
+    :attr:`max_unauthenticated_per_peer` connections per address (and
+    :attr:`max_unauthenticated` in all) may be waiting to do so, so silent connections cannot
+    lock the real client out.
     """
 
     daemon_threads = True
     allow_reuse_address = True
-    #: Connections served at once; more wait in the listen backlog.
+    #: Authenticated connections served at once.
     max_connections = 16
-    handshake_timeout = 10.0
+    #: Connections that have not proved the token yet, per peer address and in all.
+    max_unauthenticated_per_peer = 4
+    max_unauthenticated = 32
     #: A connected client that sends nothing for this long is dropped.
     idle_timeout = 3600.0
 
     def __init__(self, address: tuple[str, int], token: bytes, workdir: str, *,
-                 allow: Sequence[str] | None = None, max_procs: int = 64) -> None:
+                 allow: Sequence[str] | None = None, max_procs: int = 64,
+                 auth_timeout: float = 5.0) -> None:
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family
         if len(token) < MIN_TOKEN:
             raise AgentError(f"token of {len(token)} bytes; at least {MIN_TOKEN} are needed")
         self.token = token
-        self.workdir = workdir
-        self.allow = None if allow is None else frozenset(allow)
+        self.workdir = os.path.realpath(workdir)
+        #: The resolved executables allowed, or None for any.
+        self.allow = None if allow is None else resolve_allow(allow)
         self.max_procs = max_procs
+        self.handshake_timeout = auth_timeout
         self.children: dict[int, _Child] = {}
         self.lock = threading.Lock()
+        # Held from the process count check until the new process is in the table.
+        self._spawn_lock = threading.Lock()
         self._next_id = 1
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._unauthenticated: dict[str, int] = {}
         #: Connections refused because the client could not prove the token.
         self.auth_failures = 0
         super().__init__(address, _Handler)
@@ -87,9 +113,29 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     # Process table -------------------------------------------------------------------
 
     def _path(self, path: Any) -> str:
-        if not isinstance(path, str) or not path:
-            raise AgentProtocolError("path must be a non-empty string")
-        return os.path.join(self.workdir, os.path.expanduser(path))
+        return confined_path(self.workdir, path)
+
+    def _check_open(self, fd: int, path: str) -> None:
+        """The file really opened is inside the work directory (a component may have been
+        swapped for a symlink since :meth:`_path` resolved it)."""
+        if not is_inside(self.workdir, fd_path(fd)):
+            raise AgentError(f"path {path!r} resolves outside the work directory "
+                             f"{self.workdir}")
+
+    def pre_auth(self, peer: str, delta: int) -> bool:
+        """Count a connection of ``peer`` that has not authenticated yet (``delta`` 1) or
+        has stopped being one (-1); False when there is no room for another."""
+        with self.lock:
+            count = self._unauthenticated.get(peer, 0)
+            if delta > 0 and (count >= self.max_unauthenticated_per_peer or sum(
+                    self._unauthenticated.values()) >= self.max_unauthenticated):
+                return False
+            count += delta
+            if count > 0:
+                self._unauthenticated[peer] = count
+            else:
+                self._unauthenticated.pop(peer, None)
+            return True
 
     def _child(self, ident: Any) -> _Child:
         with self.lock:
@@ -101,36 +147,47 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def spawn(self, argv: Any, env: Any = None, cwd: Any = None,
               stdin: bytes | None = None, owner: Any = None) -> int:
         if (not isinstance(argv, list) or not argv
-                or not all(isinstance(a, str) for a in argv)):
+                or not all(isinstance(a, str) and "\0" not in a for a in argv)):
             raise AgentProtocolError("argv must be a non-empty list of strings")
-        if self.allow is not None and argv[0] not in self.allow \
-                and os.path.basename(argv[0]) not in self.allow:
-            raise AgentError(f"program {argv[0]!r} is not allowed here (--allow "
-                             f"{', '.join(sorted(self.allow))})")
         if env is not None and not (isinstance(env, dict) and all(
                 isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
             raise AgentProtocolError("env must map strings to strings")
-        with self.lock:
-            live = sum(1 for c in self.children.values() if c.popen.poll() is None)
-            if live >= self.max_procs:
-                raise AgentError(f"{live} processes already run (--max-procs "
-                                 f"{self.max_procs})")
-            self._forget_ended()
-            ident = self._next_id
-            self._next_id += 1
-        out = os.path.join(self.workdir, f"proc-{ident}.out")
-        err = os.path.join(self.workdir, f"proc-{ident}.err")
-        with open(out, "wb") as fout, open(err, "wb") as ferr:
-            popen = subprocess.Popen(
-                argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=fout, stderr=ferr, cwd=self._path(cwd) if cwd else self.workdir,
-                env=None if env is None else {**os.environ, **env}, start_new_session=True)
+        workdir = self._path(cwd) if cwd else self.workdir
+        if cwd and not os.path.isdir(workdir):
+            raise AgentError(f"cwd {cwd!r} is not a directory")
+        executable = None
+        if self.allow is not None:
+            executable = resolve_program(argv[0], workdir)
+            if executable not in self.allow:
+                raise AgentError(f"program {argv[0]!r} ({executable or 'not found'}) is not "
+                                 f"allowed here (--allow {', '.join(sorted(self.allow))})")
+            if env:
+                check_env(env)
+        # One lock from the count to the table: concurrent spawns cannot pass max_procs.
+        with self._spawn_lock:
+            with self.lock:
+                live = sum(1 for c in self.children.values() if c.popen.poll() is None)
+                if live >= self.max_procs:
+                    raise AgentError(f"{live} processes already run (--max-procs "
+                                     f"{self.max_procs})")
+                self._forget_ended()
+                ident = self._next_id
+                self._next_id += 1
+            out = os.path.join(self.workdir, f"proc-{ident}.out")
+            err = os.path.join(self.workdir, f"proc-{ident}.err")
+            with open(out, "wb") as fout, open(err, "wb") as ferr:
+                popen = subprocess.Popen(
+                    argv, executable=executable,
+                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                    stdout=fout, stderr=ferr, cwd=workdir,
+                    env=None if env is None else {**os.environ, **env},
+                    start_new_session=True)
+            with self.lock:
+                self.children[ident] = _Child(popen, list(argv), out, err,
+                                              owner if isinstance(owner, str) else None)
         if stdin is not None:
             # A writer thread: a child that does not read its input must not block the agent.
             threading.Thread(target=_feed, args=(popen, stdin), daemon=True).start()
-        with self.lock:
-            self.children[ident] = _Child(popen, list(argv), out, err,
-                                          owner if isinstance(owner, str) else None)
         log.info("started %d (pid %d): %s", ident, popen.pid, " ".join(argv))
         return ident
 
@@ -166,6 +223,11 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     # Requests -------------------------------------------------------------------------
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Whatever escapes a connection's handler is one log line, never a traceback."""
+        exc = sys.exc_info()[1]
+        log.error("%s: dropped: %s: %s", _peer(client_address), type(exc).__name__, exc)
+
     def handle_request_message(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         handler = getattr(self, f"_op_{op}", None) if isinstance(op, str) else None
@@ -187,7 +249,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     def _op_wait(self, req: dict[str, Any]) -> dict[str, Any]:
         child = self._child(req.get("id"))
-        timeout = min(max(float(req.get("timeout", 0)), 0.0), MAX_WAIT)
+        timeout = min(max(finite_number(req.get("timeout", 0), "timeout"), 0.0), MAX_WAIT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.popen.wait(timeout)
         return {"returncode": child.popen.poll()}
@@ -204,11 +266,13 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         return _read_chunk(getattr(child, stream), req.get("offset", 0))
 
     def _op_run(self, req: dict[str, Any]) -> dict[str, Any]:
+        # Checked before anything starts: a bad timeout must not leave a process behind.
+        finite_number(req.get("timeout", MAX_RUN), "timeout")
         stdin = _unb64(req["input"]) if req.get("input") is not None else None
         ident = self.spawn(req.get("argv"), req.get("env"), req.get("cwd"), stdin,
                            req.get("owner"))
         child = self._child(ident)
-        timeout = min(max(float(req.get("timeout", MAX_RUN)), 0.0), MAX_RUN)
+        timeout = min(max(finite_number(req.get("timeout", MAX_RUN), "timeout"), 0.0), MAX_RUN)
         try:
             child.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -221,20 +285,40 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
                 "stderr": _read_chunk(child.stderr, 0)["data"]}
 
     def _op_read_file(self, req: dict[str, Any]) -> dict[str, Any]:
-        return _read_chunk(self._path(req.get("path")), req.get("offset", 0))
+        path = self._path(req.get("path"))
+        return _read_chunk(path, req.get("offset", 0), lambda fd: self._check_open(fd, path))
 
     def _op_write_file(self, req: dict[str, Any]) -> dict[str, Any]:
         path = self._path(req.get("path"))
         data = _unb64(req.get("data"))
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "ab" if req.get("append") else "wb") as stream:
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        if os.path.realpath(parent) != parent:
+            raise AgentError(f"path {req.get('path')!r}: a directory changed while it was "
+                             "made")
+        # O_NOFOLLOW: a symlink put in place since the path was resolved is not followed.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+                     | (os.O_APPEND if req.get("append") else 0), 0o644)
+        with os.fdopen(fd, "wb") as stream:
+            self._check_open(fd, path)
+            if not req.get("append"):
+                stream.truncate(0)
             stream.write(data)
-        return {"size": os.path.getsize(path)}
+            stream.flush()
+            return {"size": os.fstat(fd).st_size}
 
     def _op_remove(self, req: dict[str, Any]) -> dict[str, Any]:
-        path = self._path(req.get("path"))
+        path = self._path(req.get("path"))  # what it names must be inside, a link's target too
+        given = os.path.join(self.workdir, req["path"])
+        if os.path.islink(given):
+            # A symlink (to something inside): remove the link, not what it points to.
+            parent = os.path.realpath(os.path.dirname(given))
+            if parent != self.workdir and not is_inside(self.workdir, parent):
+                raise AgentError(f"path {req['path']!r} is outside the work directory")
+            os.unlink(os.path.join(parent, os.path.basename(given)))
+            return {}
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+            shutil.rmtree(path)  # never follows symlinks inside the tree
         elif os.path.lexists(path):
             os.unlink(path)
         return {}
@@ -252,10 +336,12 @@ def _feed(popen: subprocess.Popen, data: bytes) -> None:
         popen.stdin.close()
 
 
-def _read_chunk(path: str, offset: Any) -> dict[str, Any]:
-    if not isinstance(offset, int) or offset < 0:
+def _read_chunk(path: str, offset: Any, check: Any = None) -> dict[str, Any]:
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise AgentProtocolError(f"bad offset {offset!r}")
     with open(path, "rb") as stream:
+        if check is not None:
+            check(stream.fileno())
         size = os.fstat(stream.fileno()).st_size
         stream.seek(offset)
         data = stream.read(CHUNK)
@@ -266,20 +352,43 @@ class _Handler(socketserver.BaseRequestHandler):
     server: AgentServer
 
     def handle(self) -> None:
-        if not self.server._slots.acquire(blocking=False):
-            log.warning("%s: too many connections, refused", self.client_address)
+        server = self.server
+        peer = self.client_address[0]
+        where = _peer(self.client_address)
+        if not server.pre_auth(peer, 1):
+            log.warning("%s: too many connections waiting to authenticate, refused", where)
             return
+        counted = True  # among the unauthenticated
         try:
-            self._serve()
+            channel = self._handshake()
+            server.pre_auth(peer, -1)
+            counted = False
+            if channel is None:
+                return
+            if not server._slots.acquire(blocking=False):
+                log.warning("%s: too many clients, refused", where)
+                return
+            try:
+                self._serve(channel)
+            finally:
+                server._slots.release()
         except (OSError, TimeoutError, AgentError) as exc:
-            log.info("%s: connection ended: %s", self.client_address, exc)
+            stage = "handshake failed" if counted else "connection ended"
+            log.warning("%s: %s: %s", where, stage, _describe(exc))
+        except Exception as exc:  # one line, never a traceback, whatever the peer sent
+            log.error("%s: dropped: %s: %s", where, type(exc).__name__, exc)
         finally:
-            self.server._slots.release()
+            if counted:
+                server.pre_auth(peer, -1)
 
-    def _serve(self) -> None:
+    def _handshake(self) -> _Channel | None:
+        """Both sides prove the token within the server's deadline; the authenticated
+        channel, or None if the client failed."""
         server = self.server
         channel = _Channel(self.request, TO_CLIENT, TO_SERVER)
         server_nonce = secrets.token_bytes(NONCE_SIZE)
+        # The whole handshake, sending included, must end by the deadline.
+        self.request.settimeout(server.handshake_timeout)
         channel.send({"agent": "apx-hil", "protocol": PROTOCOL, "nonce": server_nonce.hex()})
         hello = channel.receive(server.handshake_timeout)
         try:
@@ -291,12 +400,16 @@ class _Handler(socketserver.BaseRequestHandler):
                 client_proof, proof(server.token, b"client", server_nonce, client_nonce)):
             with server.lock:
                 server.auth_failures += 1
-            log.warning("%s: client failed to prove the token", self.client_address)
+            log.warning("%s: client failed to prove the token", _peer(self.client_address))
             channel.send({"ok": False, "error": "authentication failed"})
-            return
+            return None
         channel.key = session_key(server.token, server_nonce, client_nonce)
         channel.send({"ok": True, "proof": proof(server.token, b"server", server_nonce,
                                                  client_nonce).hex()})
+        return channel
+
+    def _serve(self, channel: _Channel) -> None:
+        server = self.server
         while True:
             try:
                 req = channel.receive(server.idle_timeout)
@@ -307,5 +420,10 @@ class _Handler(socketserver.BaseRequestHandler):
             except (AgentError, OSError, KeyError, TypeError, ValueError) as exc:
                 reply = {"ok": False, "error": f"{req.get('op')}: {_describe(exc)}"}
             channel.send(reply)
+
+
+def _peer(address: Any) -> str:
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

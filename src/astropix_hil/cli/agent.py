@@ -12,7 +12,8 @@ import tempfile
 import threading
 
 from ..agent import AgentServer, fingerprint, load_token, parse_listen
-from .argtypes import positive_int
+from ..errors import AgentError
+from .argtypes import positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="directory for process output and relative paths (default: a "
                              "new temporary directory, removed at exit)")
     parser.add_argument("--allow", action="append", metavar="PROGRAM",
-                        help="allow only this program (name or path of argv[0]; repeat); "
-                             "default: any program")
+                        help="allow only this program (name or path, matched against argv[0] "
+                             "once both are resolved to their executable; repeat); clients "
+                             "may then set only harmless environment variables (APX_HIL_*, "
+                             "TZ, LANG, LC_*, TERM...); default: any program")
+    parser.add_argument("--auth-timeout", type=positive_float, default=5.0, metavar="S",
+                        help="drop a connection that has not proved the token after S seconds "
+                             "(default %(default)s)")
     parser.add_argument("--max-procs", type=positive_int, default=64, metavar="N",
                         help="most processes running at once (default 64)")
     parser.set_defaults(run=run)
@@ -44,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
     own_workdir = args.workdir is None
     workdir = tempfile.mkdtemp(prefix="apx-hil-agent.") if own_workdir else args.workdir
     os.makedirs(workdir, exist_ok=True)
-    server = AgentServer(address, token, workdir, allow=args.allow, max_procs=args.max_procs)
+    if not 0 < args.auth_timeout <= 600:  # also refuses nan
+        raise AgentError(f"--auth-timeout {args.auth_timeout} is not in (0, 600] seconds")
+    server = AgentServer(address, token, workdir, allow=args.allow, max_procs=args.max_procs,
+                         auth_timeout=args.auth_timeout)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -82,7 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stop.add_argument("--count", type=positive_int, metavar="N", help="stop after N readouts")
     stop.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
     parser.add_argument("--idle-exit", type=positive_float, metavar="S",
-                        help="stop after S seconds without any datagram")
+                        help="once datagrams have come, stop after S seconds without any (a "
+                             "monitor started before its sender waits for it; bound that wait "
+                             "with --duration)")
     parser.add_argument("--hits", action="store_true",
                         help="decode hits (in bulk) and print them under their readout")
     parser.add_argument("--csv", metavar="OUT",
@@ -217,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     first = last = None
     heard = receiver.stats.datagrams
-    heard_at = start
+    # The idle clock starts with the first datagram: a sender still starting is not silence.
+    heard_at: float | None = None
     reason = "stopped"
     try:
         with stop.installed():
@@ -239,10 +242,11 @@ def run(args: argparse.Namespace) -> int:
                 if args.idle_exit is not None:
                     if receiver.stats.datagrams != heard:
                         heard, heard_at = receiver.stats.datagrams, now
-                    elif now - heard_at >= args.idle_exit:
+                    elif heard_at is not None and now - heard_at >= args.idle_exit:
                         reason = "idle"
                         break
-                    wait = min(wait, heard_at + args.idle_exit - now)
+                    if heard_at is not None:
+                        wait = min(wait, heard_at + args.idle_exit - now)
                 try:
                     batch = receiver.receive_batch(timeout=max(wait, 0.0))
                 except TimeoutError:
@@ -252,6 +256,14 @@ def run(args: argparse.Namespace) -> int:
                 last = time.monotonic()
                 first = first if first is not None else last
             receiver.finish()
+            # What was received before the stop is consumed, not dropped with the process.
+            for batch in receiver.take_ready():
+                if args.count is not None and monitor.readouts >= args.count:
+                    break
+                limit = None if args.count is None else args.count - monitor.readouts
+                monitor.batch(batch, limit, receiver)
+                last = time.monotonic()
+                first = first if first is not None else last
     finally:
         receiver.close()
         monitor.close()
@@ -289,6 +301,9 @@ def _report(args: argparse.Namespace, receiver: MulticastReceiver, monitor: Moni
     bad = {k: v for k, v in stats["malformed"].items() if v}
     if bad:
         lines.append("malformed " + ", ".join(f"{k}: {v}" for k, v in bad.items()))
+    if stats["unverified"]:
+        lines.append(f"unverified {stats['unverified']}: datagrams carrying an HMAC accepted "
+                     "unchecked (no --key); anyone on the network could have sent them")
     for key, s in stats["streams"].items():
         lines.append(f"stream {key} from {s['source']}: {s['readouts_received']} readouts, "
                      f"{s['readouts_lost']} lost, {s['datagrams_received']} datagrams, "

@@ -4,7 +4,6 @@ functions: encode, parse and validate, heartbeat payloads, readouts in a payload
 from __future__ import annotations
 
 import hmac
-import json
 import struct
 from collections.abc import Iterable
 from enum import IntEnum, IntFlag
@@ -15,6 +14,7 @@ import numpy as np
 from ..bulk import frame_readouts
 from ..errors import DatagramError, FormatError, TruncatedError
 from ..fmt import ASTROPIX4_UID, READOUT_HEADER, READOUT_MAGIC, parse_readout
+from ..jsontext import JsonLimitError, loads_bounded
 from .keys import TransportKey, _keyring
 
 MAGIC = b"APXM"
@@ -36,6 +36,10 @@ DEFAULT_HEARTBEAT_INTERVAL = 1.0
 END_HEARTBEATS = 3
 #: A stream counts as started after the receiver only if its age says so by this margin (s).
 JOIN_MARGIN = 0.002
+#: Largest run header (JSON bytes) a heartbeat may carry: what fits in one UDP datagram.
+MAX_HEADER_SIZE = MAX_UDP_PAYLOAD - HEADER.size - HEARTBEAT.size
+#: Deepest nesting of the run header's JSON a receiver parses (an ``.apx`` header needs a few).
+MAX_HEADER_DEPTH = 64
 _AGE_MAX = 0xFFFFFFFF
 _RH_SIZE = READOUT_HEADER.size
 _RH_UNPACK = READOUT_HEADER.unpack_from
@@ -73,7 +77,7 @@ MALFORMED_REASONS: tuple[str, ...] = (
     "bad_payload",  # DATA payload is not exactly its count of whole readouts
     "bad_fragment",  # fragment index/count inconsistent, or reassembled bytes not one readout
     "too_large",  # a fragmented readout beyond the receiver's size limit
-    "bad_heartbeat",  # heartbeat fields or run header JSON unreadable
+    "bad_heartbeat",  # heartbeat fields unreadable, run header not JSON, too deep or too large
     "bad_legacy",  # ``fe dc ba`` datagram that is not exactly one readout
 )
 
@@ -243,10 +247,11 @@ def _parse(raw: bytes | memoryview, keys: dict[int, bytes] | None, payload_type:
     header = None
     if length > HEARTBEAT.size:
         try:
-            header = json.loads(bytes(payload[HEARTBEAT.size:]).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatagramError("bad_heartbeat", f"run header is not UTF-8 JSON: {exc}",
-                                source) from None
+            header = loads_bounded(bytes(payload[HEARTBEAT.size:]),
+                                   max_depth=MAX_HEADER_DEPTH, max_size=MAX_HEADER_SIZE,
+                                   finite=False)
+        except JsonLimitError as exc:
+            raise DatagramError("bad_heartbeat", f"run header: {exc}", source) from None
         if not isinstance(header, dict):
             raise DatagramError("bad_heartbeat", "run header is not a JSON object", source)
     return Datagram(Kind.HEARTBEAT, flags, stream_id, seq, readout_seq, age_ms, ptype, count,

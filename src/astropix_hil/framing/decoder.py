@@ -28,9 +28,10 @@ _LOST_RANGES = 64
 class _Stream:
     """Ordering and reassembly state of one framed stream."""
 
-    __slots__ = ("broken", "contiguous", "end_seq", "end_since", "gap_since", "key",
+    __slots__ = ("broken", "contiguous", "end_seq", "end_since", "gap_since", "held", "key",
                  "last_heard", "lost_ranges", "next_readout", "next_seq", "partial",
-                 "partial_since", "partial_total", "pending", "source", "stats")
+                 "partial_since", "partial_size", "partial_total", "pending", "source",
+                 "stats")
 
     def __init__(self, key: str, source: tuple, stats: StreamStats, next_seq: int,
                  next_readout: int, now: float) -> None:
@@ -40,6 +41,8 @@ class _Stream:
         self.next_seq = next_seq
         self.next_readout = next_readout
         self.pending: dict[int, tuple] = {}
+        #: Payload bytes of the datagrams in ``pending``.
+        self.held = 0
         self.gap_since = 0.0
         # Sequence ranges given up on, to tell a late datagram from a duplicate.
         self.lost_ranges: deque[tuple[int, int]] = deque(maxlen=_LOST_RANGES)
@@ -47,6 +50,7 @@ class _Stream:
             self.lost_ranges.append((0, next_seq))
         self.partial: list[bytes] | None = None
         self.partial_total = 0
+        self.partial_size = 0
         self.partial_since = 0.0
         self.broken = False
         self.end_seq: int | None = None
@@ -59,16 +63,21 @@ class _Stream:
 
 
 class _LegacyStream:
-    """Accounting of one legacy sender: no sequence numbers, so readout ids stand in."""
+    """Accounting of one legacy sender: no sequence numbers, so readout ids stand in.
 
-    __slots__ = ("last_id", "missing", "seen", "stats")
+    Only the last :attr:`_MEMORY` ids are remembered, as one bit each, whatever the ids do.
+    """
+
+    __slots__ = ("first_id", "last_id", "missing", "stats")
     _MEMORY = 4096
+    _MASK = (1 << _MEMORY) - 1
 
     def __init__(self, stats: StreamStats) -> None:
         self.stats = stats
+        self.first_id = 0
         self.last_id: int | None = None
-        self.missing: set[int] = set()
-        self.seen: deque[int] = deque(maxlen=self._MEMORY)
+        #: Bit k set: readout id ``last_id - k`` has not come (k < _MEMORY; bit 0 never).
+        self.missing = 0
 
 
 class FrameDecoder:
@@ -92,7 +101,7 @@ class FrameDecoder:
                  allow: Iterable[str] | None = None, reorder_window: int = 1024,
                  reorder_timeout: float = 0.05, fragment_timeout: float = 1.0,
                  max_readout_size: int = 16 << 20, max_streams: int = 16,
-                 max_stream_stats: int = 1024) -> None:
+                 max_stream_stats: int = 1024, max_held_bytes: int = 16 << 20) -> None:
         if reorder_window < 1 or max_streams < 1:
             raise ValueError("reorder_window and max_streams must be at least 1")
         self.readout_uid = readout_uid
@@ -104,6 +113,7 @@ class FrameDecoder:
         self.max_readout_size = max_readout_size
         self.max_streams = max_streams
         self.max_stream_stats = max_stream_stats
+        self.max_held_bytes = max_held_bytes
         self.started = now
         self.stats = ReceiverStats()
         self._streams: dict[int, _Stream] = {}
@@ -144,6 +154,8 @@ class FrameDecoder:
             except DatagramError as exc:
                 malformed[exc.reason] += 1
                 continue
+            if keys is None and d.flags & Flag.AUTH:
+                stats.unverified += 1
             if d.kind == Kind.DATA:
                 data_items.append(len(items))
             items.append((d, None, source))
@@ -233,16 +245,19 @@ class FrameDecoder:
             next_readout = d.readout_seq + (1 if d.kind == Kind.FRAGMENT and d.count else 0)
         else:
             host = source[0]
-            previous = self._hosts.get(host)
+            previous = self._hosts.pop(host, None)
             self._hosts[host] = key
+            if len(self._hosts) > self.max_stream_stats:  # forget the longest-quiet host
+                del self._hosts[next(iter(self._hosts))]
             st_stats = StreamStats(key, f"{source[0]}:{source[1]}", first_seq=d.seq,
                                    joined_late=late, restart_of=previous)
             if previous is not None:
                 stats.restarts += 1
             stats.streams[key] = st_stats
-            self._retire_stats()
         st = _Stream(key, source, st_stats, next_seq, next_readout, now)
         self._streams[d.stream_id] = st
+        # Only now: the new stream is active, so its own statistics are never the ones retired.
+        self._retire_stats()
         return st
 
     def _retire_stats(self) -> None:
@@ -283,6 +298,7 @@ class FrameDecoder:
             if d.kind == Kind.HEARTBEAT and d.header is not None:
                 self._header(st, d.header)  # a late joiner wants it at once
             st.pending[seq] = (_own(d), now)
+            st.held += len(d.payload)
             if len(st.pending) == 1:
                 st.gap_since = now
             self._drain(st, now)
@@ -297,6 +313,7 @@ class FrameDecoder:
         pending = st.pending
         while st.next_seq in pending:
             d, _ = pending.pop(st.next_seq)
+            st.held -= len(d.payload)
             st.next_seq += 1
             self._process(st, d, now)
         if pending:
@@ -307,6 +324,7 @@ class FrameDecoder:
         whose fragments stopped coming."""
         s = st.stats
         while st.pending and (force or len(st.pending) > self.reorder_window
+                              or st.held > self.max_held_bytes
                               or now - st.gap_since >= self.reorder_timeout):
             first = min(st.pending)
             s.datagrams_lost += first - st.next_seq
@@ -380,15 +398,22 @@ class FrameDecoder:
         if d.count == 0:
             st.partial_since = now
             if (d.total - 1) * len(d.payload) > self.max_readout_size:
-                self.stats.malformed["too_large"] += 1
-                st.partial = None
-                st.broken = True
+                self._too_large(st)
                 return
             st.partial = [bytes(d.payload)]
             st.partial_total = d.total
+            st.partial_size = len(d.payload)
             st.broken = False
         elif (st.partial is not None and len(st.partial) == d.count
               and st.partial_total == d.total):
+            # Fragment 0 may announce a small readout and the others bring more: every one
+            # counts against the limit.
+            st.partial_size += len(d.payload)
+            if st.partial_size > self.max_readout_size:
+                self._too_large(st)
+                if d.count == d.total - 1:
+                    self._lose_partial(st)
+                return
             st.partial.append(bytes(d.payload))
         else:
             # A fragment before this one is missing.
@@ -408,6 +433,13 @@ class FrameDecoder:
             st.next_readout = readout + 1
         elif st.broken and d.count == d.total - 1:
             self._lose_partial(st)
+
+    def _too_large(self, st: _Stream) -> None:
+        """The readout being reassembled exceeds ``max_readout_size``: drop what is held."""
+        self.stats.malformed["too_large"] += 1
+        st.partial = None
+        st.partial_size = 0
+        st.broken = True
 
     def _header(self, st: _Stream, header: dict) -> None:
         st.stats.run_header = header
@@ -457,28 +489,34 @@ class FrameDecoder:
             s.first_seq = rid
         last = lg.last_id
         contiguous = last is not None and rid == last + 1
-        if last is None or rid > last:
-            if last is not None and rid > last + 1:
-                gap = rid - last - 1
+        memory = _LegacyStream._MEMORY
+        if last is None:
+            lg.first_id = lg.last_id = s.last_seq = rid
+        elif rid > last:
+            shift = rid - last
+            if shift > 1:
+                gap = shift - 1
                 s.readouts_lost += gap
                 s.datagrams_lost += gap
-                if gap <= _LegacyStream._MEMORY:
-                    lg.missing.update(range(last + 1, rid))
-            lg.last_id = rid
-            s.last_seq = rid
-        elif rid in lg.missing:
-            lg.missing.discard(rid)
+            if shift >= memory:
+                lg.missing = _LegacyStream._MASK ^ 1
+            else:
+                # Shift the window; the ids of the gap (bits 1 .. shift-1) have not come.
+                lg.missing = ((lg.missing << shift) | ((1 << shift) - 2)) & _LegacyStream._MASK
+            lg.last_id = s.last_seq = rid
+        elif last - rid < memory and rid >= lg.first_id:
+            bit = 1 << (last - rid)
+            if not lg.missing & bit:
+                s.duplicates += 1
+                return
+            lg.missing ^= bit
             s.readouts_lost -= 1
             s.datagrams_lost -= 1
             s.reordered += 1
-        elif rid == last or rid in lg.seen:
-            s.duplicates += 1
-            return
         else:
             # Ids went back beyond what we remember: a new run from the same socket.
-            lg.last_id = rid
-            lg.missing.clear()
-        lg.seen.append(rid)
+            lg.first_id = lg.last_id = rid
+            lg.missing = 0
         s.readouts_received += 1
         key = s.stream
         out = self._out

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..fmt import ASTROPIX4_UID
+from ..jsontext import nesting_depth
 from .datagram import (
     _RH_SIZE,
     DEFAULT_FLUSH_DELAY,
@@ -17,6 +18,7 @@ from .datagram import (
     HEADER,
     HEARTBEAT,
     MAC_SIZE,
+    MAX_HEADER_DEPTH,
     MAX_UDP_PAYLOAD,
     Flag,
     Kind,
@@ -84,6 +86,9 @@ class FrameEncoder:
         if len(text) > room:
             raise ValueError(f"run header is {len(text)} bytes of JSON, at most {room} fit "
                              "in a heartbeat")
+        if nesting_depth(text, MAX_HEADER_DEPTH) > MAX_HEADER_DEPTH:
+            raise ValueError(f"run header is nested more than {MAX_HEADER_DEPTH} deep: "
+                             "receivers would refuse it")
         self._header_json = text
 
     def _age(self, now: float) -> int:

@@ -69,6 +69,9 @@ class ReceiverStats:
     streams: dict[str, StreamStats] = field(default_factory=dict)
     #: Streams that appeared from a host that already had one (a sender restarted).
     restarts: int = 0
+    #: Datagrams carrying an HMAC that were accepted without checking it: this receiver has
+    #: no key (a passive monitor), so they may come from anyone.
+    unverified: int = 0
     #: Counters of streams dropped from :attr:`streams` to bound memory, summed.
     retired: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
     #: The kernel's count of datagrams dropped at this socket (SO_RXQ_OVFL), if known.
@@ -93,6 +96,7 @@ class ReceiverStats:
             "totals": self.totals(),
             "malformed": dict(self.malformed),
             "restarts": self.restarts,
+            "unverified": self.unverified,
             "socket_drops": self.socket_drops,
             "run_header": self.run_header,
             "run_header_stream": self.run_header_stream,
