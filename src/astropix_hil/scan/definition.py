@@ -40,7 +40,7 @@ class ScanDefinition:
     #: Injection pulses per step (the denominator of the hit fraction); None when counting
     #: noise hits without injection.
     pulses: int | None
-    #: Selected pixels as (chip_id, row, column); empty: every pixel that fired.
+    #: Selected pixels, each ``(chip_id, row, column)``; empty: every pixel that fired.
     pixels: tuple[tuple[int, int, int], ...] = ()
     readout_id_stride: int = DEFAULT_STRIDE
     #: Anything else the acquisition wants to keep (board settings, chip configuration).
