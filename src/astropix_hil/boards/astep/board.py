@@ -39,6 +39,7 @@ from ...astep_fmt import BYTEORDERS, HIT_DTYPE, V4_ROLLOVER, V4_TOT_NS, encode_v
 from ...emulator.astep import EVENT_DTYPE, STRAY, WRONG_LENGTH, AstepChips, AstepChipsConfig
 from ...errors import EmulatorConfigError
 from ...fmt import gray_to_binary
+from .configstream import ConfigRecord, SpiDecoder, SrDecoder
 from .protocol import Request, RequestParser
 from .registers import (
     BY_ADDRESS,
@@ -156,6 +157,10 @@ class AstepBoard:
         self._ts_base, self._ts_t0 = 0, self._t0
         self._pull_every = int(pull_interval * 1e9)
         self._next_pull = self._t0
+        #: The chip configuration that reached the chips, decoded (tests read it).
+        self.config_record = ConfigRecord()
+        self._sr = SrDecoder(self.config_record)
+        self._spi = [SpiDecoder(self.config_record, n) for n in range(3)]
 
     @classmethod
     def from_options(cls, seed: int | str = 0, *, clock: Callable[[], int] | None = None,
@@ -255,6 +260,8 @@ class AstepBoard:
             attr = {"FRAME": "frames", "IDLE": "idle", "WRONGLENGTH": "wrong"}[name.split("_")[3]]
             setattr(layer, attr, value)
             return
+        if name == "LAYERS_SR_OUT":
+            self._sr.feed(bytes([byte]))
         if name == "LAYERS_FPGA_TIMESTAMP_CTRL" or name == "LAYERS_FPGA_TIMESTAMP_DIVIDER_MATCH":
             self._restart_timestamp(now)
         self.values[name] = value
@@ -278,6 +285,7 @@ class AstepBoard:
         csn_low = any(c & CS or not c & DISABLE_AUTOREAD for c in map(self._cfg, range(3)))
         if cfg & RESET or not csn_low or not layer.chips:
             return
+        self._spi[n].feed(data)
         for byte in data:
             if 0x40 <= byte <= 0x5F:  # routing frame header: 0x40 | first chip id
                 first = byte & 0x1F
@@ -434,6 +442,8 @@ class AstepBoard:
                 return
             if register is not None and register.access is Access.RW and register.width == 1:
                 # A stream into one byte register (shift-register bit banging): last one stays.
+                if register.name == "LAYERS_SR_OUT":
+                    self._sr.feed(chunk[:-1])
                 self._write_byte(request.address, chunk[-1], now)
                 return
             for byte in chunk:
