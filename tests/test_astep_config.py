@@ -327,4 +327,4 @@ def test_the_shift_register_chain_takes_the_last_chip_first():
     from astropix_hil.boards.astep.configstream import chain_vector
 
     chips = [np.array([k & 1, k >> 1 & 1, 1], dtype=np.uint8) for k in range(4)]
-    assert chain_vector(chips).tolist() == [0, 1, 1, 1, 0, 1, 0, 1, 1, 0, 0, 1]
+    assert chain_vector(chips).tolist() == [1, 1, 1, 0, 1, 1, 1, 0, 1, 0, 0, 1]
