@@ -14,7 +14,10 @@ how the team's ``buffer_flush`` empties the chips). Only layer 0's ``reset`` and
 the shared sensor pins: reset clears the chips (ids back to 0, held hits lost), hold stops them
 recording. Each sensor frame header bumps the frame counter and, if its payload length is not
 the one CHIP_VERSION expects (7 for 4, else 4), the wrong-length counter; each autoread burst
-ends with ``LAYERS_CFG_NODATA_CONTINUE`` idle bytes (counted by the idle counter).
+ends with ``LAYERS_CFG_NODATA_CONTINUE`` idle bytes (counted by the idle counter). What reaches
+the chips' configuration inputs is decoded into :attr:`AstepBoard.config_record`: the bits
+shifted through LAYERS_SR_OUT before each LD/LDTDAC load, and each SPI configuration frame
+(``0x60 | id``) by layer and chip id (:mod:`.configstream`).
 
 Frames enter the 16384-byte readout FIFO whole, in order, stamped with the FPGA timestamp when
 they leave the chip; when the FIFO is full they wait in the chips (back-pressure), and a chip
