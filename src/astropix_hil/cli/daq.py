@@ -92,7 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                     "schema) before taking data; stored in the header. "
                                     "Default: with the emulated board, the bundled "
                                     "default_v4.yml injecting into row 0, column 9; with a "
-                                    "real board, the chip is left as it is")
+                                    "real board, the chip is left as it is. With --profile "
+                                    "astep: the same configuration to every chip of every "
+                                    "layer, sent as --config-method says (default: shift "
+                                    "register); no --config, no chip configuration")
     parser.add_argument("--no-configure", action="store_true",
                         help="do not configure the chip (another tool did); only release the "
                              "SPI readout if the board holds it in reset")
@@ -175,15 +178,17 @@ def run(args: argparse.Namespace) -> int:
         from ..framing.keys import load_key
 
         load_key(args.key)  # a bad key file fails before the board is touched
-    configures = bool(args.config) and not args.no_configure and not astep
-    if configures:
-        load_config(args.config)  # a bad file fails before the board is touched
+    configures = bool(args.config) and not args.no_configure
+    # A bad file fails before the board is touched.
+    chip = load_config(args.config) if configures else None
     configuration = read_config(args.config) if args.config and not configures else None
     args.interface = send_interface(args.interface, args.port)
     profile: dict[str, Any] = {}
     profile_header: dict[str, Any] = {}
     if astep:
-        link, info = astep_setup.open_run(args)
+        link, info = astep_setup.open_run(args, chip)
+        if chip is not None:
+            configuration = astep_setup.sent_configuration(info, chip)
         profile_header = astep_setup.header_fields(info)
         profile = {"make_readout": astep_setup.readout_factory(info),
                    "count_hits": astep_setup.hit_counter(info)}

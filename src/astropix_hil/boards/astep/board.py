@@ -14,7 +14,10 @@ how the team's ``buffer_flush`` empties the chips). Only layer 0's ``reset`` and
 the shared sensor pins: reset clears the chips (ids back to 0, held hits lost), hold stops them
 recording. Each sensor frame header bumps the frame counter and, if its payload length is not
 the one CHIP_VERSION expects (7 for 4, else 4), the wrong-length counter; each autoread burst
-ends with ``LAYERS_CFG_NODATA_CONTINUE`` idle bytes (counted by the idle counter).
+ends with ``LAYERS_CFG_NODATA_CONTINUE`` idle bytes (counted by the idle counter). What reaches
+the chips' configuration inputs is decoded into :attr:`AstepBoard.config_record`: the bits
+shifted through LAYERS_SR_OUT before each LD/LDTDAC load, and each SPI configuration frame
+(``0x60 | id``) by layer and chip id (:mod:`.configstream`).
 
 Frames enter the 16384-byte readout FIFO whole, in order, stamped with the FPGA timestamp when
 they leave the chip; when the FIFO is full they wait in the chips (back-pressure), and a chip
@@ -39,6 +42,7 @@ from ...astep_fmt import BYTEORDERS, HIT_DTYPE, V4_ROLLOVER, V4_TOT_NS, encode_v
 from ...emulator.astep import EVENT_DTYPE, STRAY, WRONG_LENGTH, AstepChips, AstepChipsConfig
 from ...errors import EmulatorConfigError
 from ...fmt import gray_to_binary
+from .configstream import ConfigRecord, SpiDecoder, SrDecoder
 from .protocol import Request, RequestParser
 from .registers import (
     BY_ADDRESS,
@@ -156,6 +160,10 @@ class AstepBoard:
         self._ts_base, self._ts_t0 = 0, self._t0
         self._pull_every = int(pull_interval * 1e9)
         self._next_pull = self._t0
+        #: The chip configuration that reached the chips, decoded (tests read it).
+        self.config_record = ConfigRecord()
+        self._sr = SrDecoder(self.config_record)
+        self._spi = [SpiDecoder(self.config_record, n) for n in range(3)]
 
     @classmethod
     def from_options(cls, seed: int | str = 0, *, clock: Callable[[], int] | None = None,
@@ -255,6 +263,8 @@ class AstepBoard:
             attr = {"FRAME": "frames", "IDLE": "idle", "WRONGLENGTH": "wrong"}[name.split("_")[3]]
             setattr(layer, attr, value)
             return
+        if name == "LAYERS_SR_OUT":
+            self._sr.feed(bytes([byte]))
         if name == "LAYERS_FPGA_TIMESTAMP_CTRL" or name == "LAYERS_FPGA_TIMESTAMP_DIVIDER_MATCH":
             self._restart_timestamp(now)
         self.values[name] = value
@@ -278,6 +288,7 @@ class AstepBoard:
         csn_low = any(c & CS or not c & DISABLE_AUTOREAD for c in map(self._cfg, range(3)))
         if cfg & RESET or not csn_low or not layer.chips:
             return
+        self._spi[n].feed(data)
         for byte in data:
             if 0x40 <= byte <= 0x5F:  # routing frame header: 0x40 | first chip id
                 first = byte & 0x1F
@@ -434,6 +445,8 @@ class AstepBoard:
                 return
             if register is not None and register.access is Access.RW and register.width == 1:
                 # A stream into one byte register (shift-register bit banging): last one stays.
+                if register.name == "LAYERS_SR_OUT":
+                    self._sr.feed(chunk[:-1])
                 self._write_byte(request.address, chunk[-1], now)
                 return
             for byte in chunk:

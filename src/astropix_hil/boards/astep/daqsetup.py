@@ -10,8 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ...astep_fmt import ASTEP_UID, AstepReadout, count_hits
+from ...chipconfig import ChipConfiguration, to_mapping
+from ...chipconfig.model import TDAC_DEFAULT_ROW
 from ...cli.argtypes import non_negative_float, positive_float, positive_int
-from ...errors import EmulatorConfigError
+from ...errors import ApxHilError, EmulatorConfigError
+from .configstream import METHODS
 from .link import ASTEP_BAUDRATE, AstepLink, open_link
 from .sequence import ChipConfig, SequenceInfo, start_run
 
@@ -31,35 +34,57 @@ def add_daq_options(parser: argparse.ArgumentParser) -> None:
                        help="FPGA timestamp frequency in Hz (default 1e6: divider 80)")
     group.add_argument("--reset-delay", type=non_negative_float, default=0.5,
                        help="chip reset pulse in seconds (the XML RSTdelay; default 0.5)")
+    group.add_argument("--config-method", choices=METHODS, default="sr",
+                       help="how --config reaches the chips: sr (shift register through "
+                            "LAYERS_SR_OUT, as the team's Gecco v4 runs) or spi (routing and "
+                            "configuration frames through the layers' MOSI FIFOs). Default sr")
     group.add_argument("--sr-config", metavar="FILE",
                        help="raw LAYERS_SR_OUT byte stream (shift-register chip "
-                            "configuration) to write before the readout starts")
+                            "configuration made elsewhere) to write instead of --config")
 
 
-def chip_config(args: argparse.Namespace) -> ChipConfig:
-    """The chip configuration step's input: raw SR bytes when given (see sequence.py)."""
+def chip_config(args: argparse.Namespace,
+                config: ChipConfiguration | None = None) -> ChipConfig:
+    """The chip configuration step's input: ``config`` (loaded from ``--config``) or the raw
+    SR bytes of ``--sr-config`` (see sequence.py)."""
     if getattr(args, "sr_config", None):
-        with open(args.sr_config, "rb") as stream:
-            return stream.read()
-    if getattr(args, "config", None):
-        log.warning("--config %s is stored in the run header; it is not written to the chips "
-                    "(the v4 encoding comes with astropix_hil.chipconfig; use --sr-config)",
-                    args.config)
-    return None
+        if config is not None:
+            raise ApxHilError("give --config or --sr-config, not both")
+        try:
+            with open(args.sr_config, "rb") as stream:
+                return stream.read()
+        except OSError as exc:
+            raise ApxHilError(f"--sr-config {args.sr_config}: {exc.strerror}") from None
+    return config
 
 
-def open_run(args: argparse.Namespace) -> tuple[AstepLink, SequenceInfo]:
-    """Open the port and run the team's start-up sequence on it."""
+def open_run(args: argparse.Namespace, config: ChipConfiguration | None = None
+             ) -> tuple[AstepLink, SequenceInfo]:
+    """Open the port and run the team's start-up sequence on it, configuring the chips with
+    ``config`` (every chip the same) when given."""
     port = args.port or DEFAULT_PORT
     baud = args.baudrate or ASTEP_BAUDRATE
+    stream = chip_config(args, config)  # a bad --sr-config fails before the board is touched
     link = open_link(port, baudrate=baud, reply_timeout=args.reply_timeout)
     try:
         info = start_run(link, layers=args.layers, chips=args.chips, ts_freq=args.ts_freq,
-                         reset_delay=args.reset_delay, chip_config=chip_config(args))
+                         reset_delay=args.reset_delay, chip_config=stream,
+                         config_method=getattr(args, "config_method", "sr"))
     except BaseException:
         link.close()
         raise
     return link, info
+
+
+def sent_configuration(info: SequenceInfo, config: ChipConfiguration) -> dict[str, Any]:
+    """The header's ``configuration``: the chip configuration sent to every chip (team's YAML
+    schema) and how it was sent (method, chips, bytes, bits per chip, the TDAC row 0 image)."""
+    return {**to_mapping(config),
+            "astep": {"method": info.config_method, "layers": info.layers,
+                      "chips_per_layer": info.chips, "same_for_every_chip": True,
+                      "bits_per_chip": config.nbits, "bytes": info.config_bytes,
+                      "tdac_row0": (f"{TDAC_DEFAULT_ROW:#x}" if info.config_method == "sr"
+                                    else None)}}
 
 
 def header_fields(info: SequenceInfo) -> dict[str, Any]:
@@ -110,4 +135,5 @@ def write_truth(board, path: str | os.PathLike) -> int:
 
 
 __all__ = ["DEFAULT_PORT", "add_board_options", "add_daq_options", "header_fields",
-           "hit_counter", "make_board", "open_run", "readout_factory", "write_truth"]
+           "hit_counter", "make_board", "open_run", "readout_factory", "sent_configuration",
+           "write_truth"]

@@ -7,9 +7,11 @@ Differences from ``main.py``, on purpose and documented in docs/astep.rst:
   the FPGA timestamp byte order (big-endian from build 25112401 on);
 * CHIP_VERSION is written (4 for v4) so that the wrong-length counter and the v4 clocks are
   right (``main.py`` never writes it, spec §7 #7);
-* the chip configuration is written only when given, as bytes for LAYERS_SR_OUT (the
-  shift-register bit stream) or a callable making them; encoding it from a YAML file is
-  :mod:`astropix_hil.chipconfig`'s job once it offers v4 (not yet).
+* the chip configuration is written only when given: a
+  :class:`~astropix_hil.chipconfig.ChipConfiguration` (a YAML file) sent by shift register
+  or SPI exactly as the team's ``chips_reset_configure`` does (:mod:`.configstream`), the
+  same configuration to every chip of every chain; or raw LAYERS_SR_OUT bytes (or a callable
+  making them) for a stream made elsewhere.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from ...chipconfig import ChipConfiguration
 from ...errors import LinkError
+from .configstream import METHODS, spi_frames, sr_streams
 from .link import AstepLink
 from .registers import (
     CORE_CLOCK_HZ,
@@ -32,8 +36,9 @@ from .registers import (
 
 log = logging.getLogger(__name__)
 
-#: Chip configuration: the LAYERS_SR_OUT byte stream, or ``f(layers, chips) -> bytes``.
-ChipConfig = bytes | Callable[[int, int], bytes] | None
+#: Chip configuration: a configuration (from YAML), the LAYERS_SR_OUT byte stream, or
+#: ``f(layers, chips) -> bytes``.
+ChipConfig = ChipConfiguration | bytes | Callable[[int, int], bytes] | None
 MOSI_CHUNK = 256
 
 
@@ -47,6 +52,8 @@ class SequenceInfo:
     layers: int
     chips: int
     config_bytes: int = 0
+    #: How the configuration went: "sr", "spi", "sr-raw" (bytes given), or None (not sent).
+    config_method: str | None = None
     #: Bytes the start-up flush read from the FIFO and discarded, and the non-empty reads.
     flushed_bytes: int = 0
     flush_reads: int = 0
@@ -77,12 +84,36 @@ def mosi_write(link: AstepLink, layer: int, data: bytes, timeout: float = 5.0) -
             time.sleep(0.001)
 
 
+def configure_chips(link: AstepLink, config: ChipConfiguration, *, layers: int, chips: int,
+                    method: str = "sr") -> int:
+    """Send ``config`` to every chip of ``layers`` chains of ``chips`` (spec §6.4, step 13);
+    return the bytes written to LAYERS_SR_OUT or to the MOSI FIFOs."""
+    if method == "sr":
+        writes = sr_streams(config, layers, chips)
+        for stream in writes:  # one merged write each (split at 65535 bytes by the link)
+            link.write_registers(reg("LAYERS_SR_OUT").address, stream)
+        return sum(map(len, writes))
+    ctrl0 = layer_reg("CFG_CTRL", 0)
+    sent = 0
+    for frame in spi_frames(config, chips):
+        link.write_value(ctrl0, 0x15 | 0x08)  # layersSelectSPI
+        for n in range(layers):
+            mosi_write(link, n, frame)
+            sent += len(frame)
+        link.write_value(ctrl0, 0x15)  # layersDeselectSPI
+    return sent
+
+
 def start_run(link: AstepLink, *, layers: int = 1, chips: int = 1, ts_freq: float = 1e6,
               spi_freq: float = 1e6, chip_version: int = 4, reset_delay: float = 0.5,
-              chip_config: ChipConfig = None) -> SequenceInfo:
-    """Open-to-readout: everything ``main.py`` does before its read loop (spec §6.1-§6.5)."""
+              chip_config: ChipConfig = None, config_method: str = "sr") -> SequenceInfo:
+    """Open-to-readout: everything ``main.py`` does before its read loop (spec §6.1-§6.5).
+
+    ``config_method`` ("sr" or "spi") chooses how a :class:`ChipConfiguration` is sent."""
     if not 1 <= layers <= 3 or not 1 <= chips <= 4:
         raise ValueError("layers must be 1..3 and chips 1..4")
+    if config_method not in METHODS:
+        raise ValueError(f"config_method {config_method!r}: must be one of {METHODS}")
     # 6.1: firmware identity (checked) and version (chooses the timestamp byte order).
     firmware_id = link.read_value(reg("HK_FIRMWARE_ID"))
     check_firmware(firmware_id)
@@ -112,11 +143,15 @@ def start_run(link: AstepLink, *, layers: int = 1, chips: int = 1, ts_freq: floa
     for n in range(layers):
         mosi_write(link, n, bytes([0x40]) + bytes(2 * chips))
     link.write_value(ctrl[0], disable[0], verify=True)
-    # Chip configuration (shift register), when given.
-    if chip_config is not None:
+    # Chip configuration, when given.
+    if isinstance(chip_config, ChipConfiguration):
+        info.config_bytes = configure_chips(link, chip_config, layers=layers, chips=chips,
+                                            method=config_method)
+        info.config_method = config_method
+    elif chip_config is not None:
         stream = chip_config(layers, chips) if callable(chip_config) else bytes(chip_config)
         link.write_registers(reg("LAYERS_SR_OUT").address, stream)
-        info.config_bytes = len(stream)
+        info.config_bytes, info.config_method = len(stream), "sr-raw"
     # 6.5: flush the chips and the FIFO, then readout on.
     status = [layer_reg("STATUS", n) for n in range(3)]
     for n in range(layers):
@@ -142,4 +177,5 @@ def start_run(link: AstepLink, *, layers: int = 1, chips: int = 1, ts_freq: floa
     return info
 
 
-__all__ = ["ChipConfig", "SequenceInfo", "check_firmware", "mosi_write", "start_run"]
+__all__ = ["ChipConfig", "SequenceInfo", "check_firmware", "configure_chips", "mosi_write",
+           "start_run"]
