@@ -9,7 +9,11 @@ hits), then reads the FIFO as the DAQ does until the step is over:
   time of every pulse after its start) and the board says the FIFO is empty and the chip holds
   no more hits (the interrupt register ``0x46``);
 * counting noise (no injection), the FIFO is reset again after the configuration and read for
-  ``time_s``; then it is drained the same way.
+  ``time_s``; then the chip is held in reset (it sends nothing more) and the FIFO drained the
+  same way: the count covers exactly the window.
+
+The step's time is counted from a status read after the last write (writes get no reply, and
+a board behind a busy pty may take them late).
 
 Readouts get the ids of their step (``k * readout_id_stride`` upwards, docs/format.rst).
 """
@@ -27,6 +31,7 @@ from ..bulk import decode_readouts
 from ..chipconfig.configure import configure
 from ..chipconfig.model import ChipConfiguration
 from ..chipconfig.patgen import PatternGenerator
+from ..chipconfig.sequence import CHIP_RESET, REG_CHIP_CONFIG
 from ..errors import ApxHilError
 from ..fileio import ApxWriter
 from ..fmt import AstroPix4Readout
@@ -146,12 +151,17 @@ def run_scan(link, config: ChipConfiguration, plan: ScanPlan, writer: ApxWriter,
             report = configure(link, base, threshold_mv=threshold, inject=tuple(plan.pixels[0]),
                                vinj_mv=vinj, period_ms=plan.period_ms, pulses=plan.pulses,
                                sleep=sleep)
-            end = clock() + last_pulse_ns(report.options.generator) + TAIL_NS
+            length = last_pulse_ns(report.options.generator) + TAIL_NS
         else:
             configure(link, base, threshold_mv=threshold, sleep=sleep)
             link.reset_fifos()  # the noise window starts now
-            end = clock() + int(plan.time_s * 1e9)
-        readouts = _take_step(link, writer, definition, index, end, clock, sleep)
+            length = int(plan.time_s * 1e9)
+        # Writes get no reply: a round trip makes sure the board has taken them all (over a
+        # busy pty it may be well behind), so the step's time is counted from after its start.
+        link.read_status()
+        end = clock() + length
+        readouts = _take_step(link, writer, definition, index, end, clock, sleep,
+                              hold_chip=not plan.injects)
         results.append(_count(index, definition.values[index], readouts, selected))
         if on_step is not None:
             on_step(results[-1])
@@ -159,10 +169,11 @@ def run_scan(link, config: ChipConfiguration, plan: ScanPlan, writer: ApxWriter,
 
 
 def _take_step(link, writer: ApxWriter, definition: ScanDefinition, index: int, end: int,
-               clock: Callable[[], int], sleep: Callable[[float], None]
-               ) -> list[AstroPix4Readout]:
+               clock: Callable[[], int], sleep: Callable[[float], None],
+               hold_chip: bool = False) -> list[AstroPix4Readout]:
     first = definition.first_readout_id(index)
     readouts: list[AstroPix4Readout] = []
+    held = False
     while True:
         data = link.poll_readout()
         if data is not None:
@@ -176,8 +187,15 @@ def _take_step(link, writer: ApxWriter, definition: ScanDefinition, index: int, 
         now = clock()
         if now < end:
             sleep(min(IDLE_SLEEP_S, (end - now) / 1e9))
+        elif hold_chip and not held:
+            # The noise window ends: the chip held in reset sends nothing more, so the FIFO
+            # drains and the hits counted are exactly the window's.
+            link.write_register(REG_CHIP_CONFIG, CHIP_RESET)
+            held = True
         elif (link.read_status() & SpiConfig.READ_FIFO_EMPTY
               and link.read_register(REG_INTERRUPT)[0] & 1):
+            if held:  # released as the start-up sequence expects to find it
+                link.write_register(REG_CHIP_CONFIG, 0)
             return readouts
         elif now > end + DRAIN_TIMEOUT_NS:
             raise ScanError(f"step {index}: the board kept sending hits "
