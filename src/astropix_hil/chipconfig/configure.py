@@ -1,4 +1,4 @@
-"""The thin shell that plays the start-up sequence (:mod:`.sequence`) on a board link and
+"""The thin shell that plays the start-up sequence (:mod:`~astropix_hil.chipconfig.sequence`) on a board link and
 checks what the firmware lets it read back.
 
 :func:`configure` is the public entry point (``apx-hil configure``, ``apx-hil daq``, and scans:
