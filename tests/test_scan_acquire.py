@@ -186,6 +186,9 @@ def test_scan_commands_refuse_bad_input_in_one_line(tmp_path):
     status, err = run_cli("scan", "threshold", "--port", "apxemu://", "--from", "0", "--to",
                           "10", "--step", "-5", "--pixel", "0,9", "--out", fresh)
     assert_one_error_line(status, err, "scan", 1, "step")
+    status, err = run_cli("scan", "injection", *base, "--pixel", "0,9", "--pulses", "70000",
+                          "--out", fresh)
+    assert_one_error_line(status, err, "scan", 1, "65535")
     assert not fresh.exists()
 
 

@@ -1,5 +1,6 @@
-"""The thin shell that plays the start-up sequence (:mod:`~astropix_hil.chipconfig.sequence`) on a board link and
-checks what the firmware lets it read back.
+"""The thin shell that plays the start-up sequence
+(:mod:`~astropix_hil.chipconfig.sequence`) on a board link and checks what the firmware lets
+it read back.
 
 :func:`configure` is the public entry point (``apx-hil configure``, ``apx-hil daq``, and scans:
 call it again with another threshold, amplitude or pulse count).

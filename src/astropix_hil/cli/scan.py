@@ -93,6 +93,7 @@ def _common(parser: argparse.ArgumentParser, what: str) -> None:
 def run_take(args: argparse.Namespace) -> int:
     from ..chipconfig import load_config, load_default
     from ..chipconfig.model import ChipConfigError
+    from ..chipconfig.patgen import PatternGenerator
     from ..daq import run_header
     from ..fileio import ApxWriter
     from ..outputfile import atomic_output, check_output
@@ -110,6 +111,8 @@ def run_take(args: argparse.Namespace) -> int:
                         time_s=args.time or 1.0, settings={"config": args.config})
         definition = definition_of(plan, config)
         scan_config(config, plan.pixels, plan.injects)  # a bad pixel fails here
+        if plan.injects:  # so do a pulse count or period the generator cannot make
+            PatternGenerator.for_period(plan.period_ms, cycle=plan.pulses)
     except (ValueError, ChipConfigError) as exc:
         raise ApxHilError(str(exc)) from None
     options = {k: v for k, v in vars(args).items() if k not in ("run", "verbose")}
