@@ -20,7 +20,7 @@ from astropix_hil.cli import main
 from astropix_hil.fileio import ApxWriter, read_header, read_hits
 from astropix_hil.scan import count_scan
 from astropix_hil.scan.acquire import ScanPlan, definition_of, run_scan
-from astropix_hil.scan.fit import read_fit_csv
+from astropix_hil.scan.fit import fit_scan, read_fit_csv
 
 from .test_cli_errors import assert_one_error_line, run_cli
 from .test_scan import pulls_agree
@@ -240,3 +240,26 @@ def test_injection_scan_through_a_pty_then_fit(tmp_path):
     for rec in fitted:
         expected = THRESHOLD_MV + truth[(rec["row"], rec["column"])]
         assert abs(rec["threshold"] - expected) < 4 * rec["threshold_error"]
+
+
+def test_threshold_scan_with_injection_fits_the_falling_s_curve_at_the_true_thresholds(
+        tmp_path):
+    """``scan threshold --vinj``: a pixel fires while the threshold is below gain x vinj -
+    its offset; the falling s-curve's fit finds that point and the pixel's noise (each of 20
+    pixels within 4 errors)."""
+    pixels = [(r, c) for r in (0, 4, 8, 12) for c in (1, 5, 9, 13, 15)]
+    plan = ScanPlan("threshold", list(np.arange(140.0, 260.1, 4.0)), pixels, pulses=100,
+                    period_ms=1.0, vinj_mv=200.0)
+    path, board, _ = virtual_scan(tmp_path, plan, seed=13)
+    header = read_header(path)["scan"]
+    vinj = header["settings"]["vinj_applied_mv"]
+    assert header["pulses"] == 100 and abs(vinj - 200.0) < 1.8
+    fitted = fit_scan(count_scan(path))
+    model = board.chip.pixels
+    assert (fitted["status"] == "ok").all() and len(fitted) == len(pixels)
+    for rec in fitted:
+        row, col = int(rec["row"]), int(rec["column"])
+        threshold = model.injection_gain * vinj - model.threshold_offset_mv[row, col]
+        noise = model.pixel_noise_mv[row, col]
+        assert abs(rec["threshold"] - threshold) < 4 * rec["threshold_error"], (row, col)
+        assert abs(rec["noise"] - noise) < 4 * rec["noise_error"], (row, col)

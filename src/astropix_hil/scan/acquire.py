@@ -114,8 +114,14 @@ def applied_values(plan: ScanPlan, config: ChipConfiguration) -> tuple[float, ..
 def definition_of(plan: ScanPlan, config: ChipConfiguration) -> ScanDefinition:
     """The header's scan definition (chip 0: a Nexys board carries one chip)."""
     parameter = "injection_amplitude" if plan.kind == "injection" else "threshold"
+    vinj_applied = None
+    if plan.vinj_mv is not None:  # what the vinj DAC's code gives, as for injection values
+        probe = config.copy()
+        probe.set_injection_amplitude(plan.vinj_mv)
+        vinj_applied = float(probe.injection_amplitude_mv)
     settings = {"requested_values": [float(v) for v in plan.values],
                 "threshold_mv": plan.threshold_mv, "vinj_mv": plan.vinj_mv,
+                "vinj_applied_mv": vinj_applied,
                 "period_ms": plan.period_ms if plan.injects else None,
                 "time_s": None if plan.injects else plan.time_s, **plan.settings}
     return ScanDefinition(plan.kind, parameter, "mV", applied_values(plan, config),
