@@ -151,6 +151,9 @@ TIME_AND_RATE_OPTIONS = [
     ("configure", "--period"), ("configure", "--reply-timeout"), ("configure", "--vinj"),
     ("daq", "--period"), ("daq", "--vinj"), ("emulate", "--period"), ("emulate", "--vinj"),
     ("daq", "--ts-freq"), ("daq", "--reset-delay"),
+    ("scan injection", "--period"), ("scan injection", "--reply-timeout"),
+    ("scan threshold", "--period"), ("scan threshold", "--reply-timeout"),
+    ("scan threshold", "--time"), ("scan threshold", "--vinj"),
 ]
 _REQUIRED = {"board": ["--pty"], "send": ["x.apx"], "emulate": ["--out", "x.apx"],
              "configure": ["--port", "apxemu://", "--config", "x.yml"]}
@@ -161,7 +164,7 @@ _TRAILING = {"run-with-board": ["--", "true"]}
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
 @pytest.mark.parametrize(("command", "option"), TIME_AND_RATE_OPTIONS)
 def test_nan_and_inf_are_refused_by_every_time_and_rate(command, option, value):
-    status, err = run_cli(command, *_REQUIRED.get(command, []), f"{option}={value}",
+    status, err = run_cli(*command.split(), *_REQUIRED.get(command, []), f"{option}={value}",
                           *_TRAILING.get(command, []))
     assert_one_error_line(status, err, command, 2, option, value)
 
@@ -172,12 +175,16 @@ def test_board_speed_takes_inf_but_not_nan():
     assert_one_error_line(status, err, "board", 2, "--speed")
 
 
-def _subcommand_actions():
-    parser = build_parser()
+def _subcommand_actions(parser=None, prefix=""):
+    """(command, action) of every command, nested ones (``scan injection``) too."""
+    parser = parser or build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, subparser in sub.choices.items():
         for action in subparser._actions:
-            yield name, action
+            if isinstance(action, argparse._SubParsersAction):
+                yield from _subcommand_actions(subparser, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", action
 
 
 def test_no_option_parses_numbers_with_a_bare_float_or_int():
