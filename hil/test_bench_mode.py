@@ -97,12 +97,14 @@ def _iface(host: Host) -> dict:
 
 
 def lab_config(lab: Topology, access: dict[str, dict], groups: str, workdir: str,
-               description: str) -> dict:
+               description: str, host_workdirs: dict[str, str] | None = None) -> dict:
     """A bench config (the user's format) describing the lab, each host reached by
-    ``access[host]``."""
+    ``access[host]`` (and working in ``host_workdirs[host]`` when given)."""
     hosts = {name: {"access": access[name], "interfaces": _iface(lab.hosts[name]),
                     "capabilities": ["nft", "quiet"]} for name in LAB_HOSTS}
     hosts[SWITCH] = {"access": access[SWITCH]}
+    for name, host_workdir in (host_workdirs or {}).items():
+        hosts[name]["workdir"] = host_workdir
     bridge = lab.switch.ports  # type: ignore[attr-defined]
     return {
         "topology": description,
@@ -151,6 +153,9 @@ def _output(done: Completed) -> str:
 def check_full_run(done: Completed, report_path: str, junit: str, config: dict, case) -> dict:
     """Every case of the nested run passed, as its report and JUnit file say; the report
     has the provenance a bench user needs; the run left no lease behind. Return the report."""
+    if not os.path.exists(report_path):
+        pytest.fail(f"the nested run wrote no report (exit {done.returncode}):\n"
+                    f"{_output(done)[-4000:]}")
     with open(report_path, encoding="utf-8") as stream:
         nested = json.load(stream)
     # What the run gives back holds whatever the cases' outcomes; then the outcomes.
@@ -226,9 +231,7 @@ def _check_junit(path: str, nested: dict) -> None:
 
 def _agent(host: Host, token_file: str) -> str:
     """Start an agent on ``host`` listening on its first address; return ADDR:PORT."""
-    # The agent refuses paths outside its work directory: give it the lab's run directory,
-    # which holds every host's directory and the nested runs' work directories.
-    workdir = os.path.dirname(host.workdir)
+    workdir = _agent_workdir(host)
     host.run(["mkdir", "-p", workdir]).check(host.name)
     address = next(iter(host.interfaces.values())).ip if host.interfaces else \
         netns.BRIDGE_ADDR
@@ -239,6 +242,12 @@ def _agent(host: Host, token_file: str) -> str:
     line = first_line(proc, 30.0)
     assert line.startswith(f"listening on {address}:"), line
     return line.split()[-1]
+
+
+def _agent_workdir(host: Host) -> str:
+    """Each agent's own work directory; it refuses paths outside it, so the bench config
+    gives its host this directory to work in."""
+    return host.path("agent")
 
 
 def _token(workdir: str) -> str:
@@ -271,7 +280,8 @@ def test_every_case_runs_through_the_agent(lab: Topology, case, control_network:
     hosts[SWITCH] = lab.switch.host  # type: ignore[attr-defined]
     access = {name: {"agent": _agent(host, token), "token_file": token}
               for name, host in hosts.items()}
-    config = lab_config(lab, access, "239.20.0.0/16", workdir, "CI lab through apx-hil agent")
+    config = lab_config(lab, access, "239.20.0.0/16", workdir, "CI lab through apx-hil agent",
+                        {name: _agent_workdir(host) for name, host in hosts.items()})
     path = write_config(config, workdir, "bench.yml")
     done, report, junit = nested_run(controller, path, workdir)
     check_full_run(done, report, junit, config, case)
@@ -290,7 +300,8 @@ def test_case_1_runs_from_the_bench_config(lab: Topology, case, tmp_path) -> Non
 
         hosts = {
             "daq": {"access": {"agent": _agent(lab.daq, token), "token_file": token},
-                    "interfaces": _iface(lab.daq), "capabilities": ["nft", "quiet"]},
+                    "interfaces": _iface(lab.daq), "capabilities": ["nft", "quiet"],
+                    "workdir": _agent_workdir(lab.daq)},
             "m1": {"access": {"ssh": ssh_like(lab.namespaces["m1"])},
                    "interfaces": _iface(lab.monitors[0])},
             "m2": {"access": {"ssh": ssh_like(lab.namespaces["m2"])},
