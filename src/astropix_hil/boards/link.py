@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import serial
 
-from ..errors import LinkError
+from ..errors import LinkError, LinkTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,18 @@ class BoardLink(ABC):
     """A board protocol over a byte stream: the four operations the DAQ needs."""
 
     stats: LinkStats
+    #: The port's name in messages.
+    name: str
+
+    def _io(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)`` on the port, its failures as link errors naming ``what``."""
+        try:
+            return call(*args)
+        except serial.SerialTimeoutException as exc:
+            raise LinkTimeoutError(f"{self.name}: {what}: write timed out ({exc})") from exc
+        except (serial.SerialException, OSError, TypeError) as exc:
+            # pyserial raises TypeError from a port closed under it by another thread.
+            raise LinkError(f"{self.name}: {what}: port failed or disappeared ({exc})") from exc
 
     @abstractmethod
     def read_register(self, address: int, length: int = 1) -> bytes:

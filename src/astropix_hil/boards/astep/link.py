@@ -70,14 +70,6 @@ class AstepLink(BoardLink):
 
     # -- I/O shell ---------------------------------------------------------------------------
 
-    def _io(self, what: str, call, *args):
-        try:
-            return call(*args)
-        except serial.SerialTimeoutException as exc:
-            raise LinkTimeoutError(f"{self.name}: {what}: write timed out ({exc})") from exc
-        except (serial.SerialException, OSError, TypeError) as exc:
-            raise LinkError(f"{self.name}: {what}: port failed or disappeared ({exc})") from exc
-
     def _drain(self, quiet: float | None = None) -> int:
         """Discard bytes until the line stayed quiet for ``quiet`` seconds."""
         drained = 0

@@ -58,15 +58,6 @@ class NexysLink(BoardLink):
 
     # -- I/O shell ---------------------------------------------------------------------------
 
-    def _io(self, what: str, call, *args):
-        try:
-            return call(*args)
-        except serial.SerialTimeoutException as exc:
-            raise LinkTimeoutError(f"{self.name}: {what}: write timed out ({exc})") from exc
-        except (serial.SerialException, OSError, TypeError) as exc:
-            # pyserial raises TypeError from a port closed under it by another thread.
-            raise LinkError(f"{self.name}: {what}: port failed or disappeared ({exc})") from exc
-
     def _drain(self) -> int:
         """Discard bytes waiting on the line, and any that follow within a short quiet time."""
         drained = 0
