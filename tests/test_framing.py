@@ -104,6 +104,31 @@ def test_close_sends_end_heartbeats_that_all_name_the_last_sequence_number():
         enc.add(ro(1).to_bytes(), 0.0)
 
 
+def test_a_stream_whose_end_heartbeats_are_still_arriving_is_awaited():
+    """A receiver that stops of its own accord right after the first END heartbeat would count
+    the others, still in flight, as lost: ``awaiting_end`` tells it to read on."""
+    enc = FrameEncoder(now=0.0)
+    out = enc.add(ro(0).to_bytes(), 0.0) + enc.close(0.0)
+    dec = FrameDecoder(now=-1.0)
+    assert not dec.awaiting_end()
+    for d in out[:2]:  # the data and the first END heartbeat
+        dec.feed(d, SRC, 0.0)
+    assert dec.awaiting_end()
+    for d in out[2:]:
+        dec.feed(d, SRC, 0.0)
+    assert not dec.awaiting_end()
+    dec.finish(0.0)
+    (s,) = dec.stats.streams.values()
+    assert s.datagrams_lost == 0
+    # Had it stopped after the first END heartbeat, the rest would have been counted lost.
+    early = FrameDecoder(now=-1.0)
+    for d in out[:2]:
+        early.feed(d, SRC, 0.0)
+    early.finish(0.0)
+    (s,) = early.stats.streams.values()
+    assert s.datagrams_lost == END_HEARTBEATS - 1
+
+
 def test_add_many_packs_exactly_like_add_one_by_one():
     readouts = [ro(i, size) for i, size in enumerate([16, 0, 3000, 40, 16, 1500, 7] * 5)]
     one, many = FrameEncoder(now=0.0, stream_id=5), FrameEncoder(now=0.0, stream_id=5)

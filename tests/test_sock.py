@@ -10,7 +10,7 @@ import pytest
 
 from astropix_hil.errors import TransportError
 from astropix_hil.fmt import AstroPix4Readout
-from astropix_hil.framing import TransportKey
+from astropix_hil.framing import FrameEncoder, TransportKey
 from astropix_hil.sock import MulticastReceiver, MulticastSender
 
 from .netns import made_netns
@@ -73,6 +73,32 @@ def test_two_receivers_on_one_host_and_port_both_get_everything(ns):
             assert receiver.stats.run_header == {"run": "two"}
     assert sender.stats.datagrams_failed == 0
     assert sender.stats.readouts == len(sent)
+
+
+def test_settle_reads_the_end_heartbeats_behind_the_last_readout(ns):
+    """A receiver that stops at a count right after the first END heartbeat reads on while the
+    others are in flight, instead of counting them lost (the race of ``recv --count``)."""
+    sent = readouts(5)
+    enc = FrameEncoder(now=time.monotonic())
+    datagrams = enc.add_many(b"".join(r.to_bytes() for r in sent), time.monotonic())
+    datagrams += enc.close(time.monotonic())
+    *first, end2, end3 = datagrams  # the readouts and the first END heartbeat, then 2 more
+    with ns.entered():
+        receiver = MulticastReceiver(AstroPix4Readout, group=GROUP, port=PORT)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    with receiver, tx:
+        for d in first:
+            tx.sendto(d, (GROUP, PORT))
+        got = [receiver.receive(timeout=5) for _ in sent]
+        until(lambda: receiver._decoder.awaiting_end(), receiver)
+        for d in (end2, end3):  # still in flight when the count is reached
+            tx.sendto(d, (GROUP, PORT))
+        receiver.settle(5.0)
+        receiver.finish()
+        assert got == sent
+        assert receiver.stats.totals()["datagrams_lost"] == 0
+        assert receiver.stats.datagrams == len(datagrams)
 
 
 def test_a_receiver_joining_late_gets_the_run_header_from_a_heartbeat(ns):

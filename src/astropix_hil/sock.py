@@ -529,6 +529,18 @@ class MulticastReceiver:
         while True:
             yield self.receive()
 
+    def settle(self, timeout: float) -> None:
+        """Before a receiver stops of its own accord (a count reached): keep reading, for up to
+        ``timeout`` seconds, while a stream has announced its end and the rest of it is still
+        arriving, so that datagrams in flight are counted as received, not lost."""
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        while self._decoder.awaiting_end():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._pump(left)
+
     def finish(self) -> None:
         """Settle the accounting now (every open gap is lost); held readouts become
         receivable. :meth:`close` does it too."""

@@ -255,6 +255,9 @@ def run(args: argparse.Namespace) -> int:
                 monitor.batch(batch, limit, receiver)
                 last = time.monotonic()
                 first = first if first is not None else last
+            if reason in ("count", "duration"):
+                # Stopping of our own accord: the stream's last heartbeats may be in flight.
+                receiver.settle(args.reorder_timeout)
             receiver.finish()
             # What was received before the stop is consumed, not dropped with the process.
             for batch in receiver.take_ready():

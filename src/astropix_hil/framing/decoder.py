@@ -213,6 +213,12 @@ class FrameDecoder:
                     deadline = when
         return deadline
 
+    def awaiting_end(self) -> bool:
+        """True while a stream has announced its end and not all of its datagrams are in (its
+        last heartbeats travel right behind its last readouts)."""
+        return any(st.end_seq is not None and st.next_seq <= st.end_seq
+                   for st in self._streams.values())
+
     def take(self) -> list[ReadoutBatch]:
         """All batches ready, oldest first."""
         out = list(self.batches)
