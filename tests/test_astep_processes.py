@@ -58,8 +58,10 @@ def test_astep_daq_over_a_pty_equals_the_board_truth_with_fifo_full_and_stray_by
     seen, raw = tmp_path / "seen.csv", tmp_path / "run.bin"
     board, pty = start_board(ns, "--layers", "3", "--chips", "4", "--seed", "11",
                              "--rate", "40000", "--anomalies",
-                             "burst=0.0005,stray_byte=0.01,wrong_length=0.005",
-                             "--truth", str(truth_csv))
+                             "burst=0.002,stray_byte=0.01,wrong_length=0.005",
+                             # Bursts well over the 16 kB FIFO, often: it fills however fast
+                             # this machine's DAQ reads.
+                             "--option", "burst_hits=4000", "--truth", str(truth_csv))
     recv = ns.apx_hil("recv", "--profile", "astep", "--idle-exit", "15", "-q", "--json",
                       "--csv", str(seen), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                       text=True)
