@@ -14,6 +14,7 @@ only uses the methods defined here.
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -81,6 +82,36 @@ class BoardLink(ABC):
         except (serial.SerialException, OSError, TypeError) as exc:
             # pyserial raises TypeError from a port closed under it by another thread.
             raise LinkError(f"{self.name}: {what}: port failed or disappeared ({exc})") from exc
+
+    # The line discipline both profiles need (``port`` and ``reply_timeout`` are theirs).
+    port: Port
+    reply_timeout: float
+
+    def _drain(self, quiet: float | None = None) -> int:
+        """Discard bytes until the line stayed quiet for ``quiet`` seconds (default: a short
+        time, at most the reply timeout); return how many."""
+        drained = 0
+        quiet = min(0.05, self.reply_timeout) if quiet is None else quiet
+        deadline = time.monotonic() + quiet
+        while True:
+            waiting = self._io("drain", lambda: self.port.in_waiting)
+            if waiting:
+                drained += len(self._io("drain", self.port.read, waiting))
+                deadline = time.monotonic() + quiet
+            elif time.monotonic() >= deadline:
+                return drained
+            else:
+                time.sleep(0.002)
+
+    def _read_exact(self, length: int) -> bytes:
+        """Up to ``length`` bytes, reading until they are all in or the reply timeout passes."""
+        deadline = time.monotonic() + self.reply_timeout
+        data = bytearray()
+        while len(data) < length:
+            data += self._io("read", self.port.read, length - len(data))
+            if len(data) < length and time.monotonic() >= deadline:
+                break
+        return bytes(data)
 
     @abstractmethod
     def read_register(self, address: int, length: int = 1) -> bytes:

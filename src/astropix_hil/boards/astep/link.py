@@ -21,7 +21,6 @@ next size read sent in the same write as each data read: one round trip per read
 from __future__ import annotations
 
 import logging
-import time
 
 import serial
 
@@ -70,36 +69,12 @@ class AstepLink(BoardLink):
 
     # -- I/O shell ---------------------------------------------------------------------------
 
-    def _drain(self, quiet: float | None = None) -> int:
-        """Discard bytes until the line stayed quiet for ``quiet`` seconds."""
-        drained = 0
-        quiet = min(0.05, self.reply_timeout) if quiet is None else quiet
-        deadline = time.monotonic() + quiet
-        while True:
-            waiting = self._io("drain", lambda: self.port.in_waiting)
-            if waiting:
-                drained += len(self._io("drain", self.port.read, waiting))
-                deadline = time.monotonic() + quiet
-            elif time.monotonic() >= deadline:
-                return drained
-            else:
-                time.sleep(0.002)
-
     def _resync(self, before: int = 0, quiet: float | None = None) -> None:
         drained = before + self._drain(quiet)
         self.stats.resyncs += 1
         self.stats.garbage_bytes += drained
         self._size = None
         log.warning("%s: resync, %d stray bytes drained", self.name, drained)
-
-    def _read_exact(self, length: int) -> bytes:
-        deadline = time.monotonic() + self.reply_timeout
-        data = bytearray()
-        while len(data) < length:
-            data += self._io("read", self.port.read, length - len(data))
-            if len(data) < length and time.monotonic() >= deadline:
-                break
-        return bytes(data)
 
     def _transact(self, request: bytes, length: int, what: str, probe: bool = False) -> bytes:
         if self._suspect and not probe:

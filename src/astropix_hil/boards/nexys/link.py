@@ -11,7 +11,6 @@ bytes is discarded (its readout counted as lost), and a port that disappears rai
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 
 import serial
@@ -58,34 +57,11 @@ class NexysLink(BoardLink):
 
     # -- I/O shell ---------------------------------------------------------------------------
 
-    def _drain(self) -> int:
-        """Discard bytes waiting on the line, and any that follow within a short quiet time."""
-        drained = 0
-        deadline = time.monotonic() + min(0.05, self.reply_timeout)
-        while True:
-            waiting = self._io("drain", lambda: self.port.in_waiting)
-            if waiting:
-                drained += len(self._io("drain", self.port.read, waiting))
-                deadline = time.monotonic() + min(0.05, self.reply_timeout)
-            elif time.monotonic() >= deadline:
-                return drained
-            else:
-                time.sleep(0.002)
-
     def _resync(self, before: int = 0) -> None:
         drained = before + self._drain()
         self.stats.resyncs += 1
         self.stats.garbage_bytes += drained
         log.warning("%s: resync, %d stray bytes drained", self.name, drained)
-
-    def _read_exact(self, length: int) -> bytes:
-        deadline = time.monotonic() + self.reply_timeout
-        data = bytearray()
-        while len(data) < length:
-            data += self._io("read", self.port.read, length - len(data))
-            if len(data) < length and time.monotonic() >= deadline:
-                break
-        return bytes(data)
 
     def _transact(self, request: bytes, length: int, what: str) -> bytes:
         waiting = self._io(what, lambda: self.port.in_waiting)
