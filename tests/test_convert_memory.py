@@ -8,6 +8,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from astropix_hil import fileio
+from astropix_hil.astep_files import import_bin, read_astep_csv
+from astropix_hil.astep_files import read_hits as read_astep_hits
+from astropix_hil.astep_fmt import encode_layer_frame, encode_v4
 from astropix_hil.cli import convert as convert_cli
 from astropix_hil.cli import main
 from astropix_hil.fileio import read_hits, write_apx
@@ -75,3 +79,46 @@ def test_read_hits_joins_its_chunks_once(dense_run, monkeypatch):
     hits = read_hits(dense_run, chunk_bytes=4096)
     assert np.array_equal(hits, expected)
     assert len(joins) == 1 and joins[0] > 100  # every chunk at once, not one by one
+
+
+def astep_run(folder, repeats: int):
+    """An A-STEP v4 run of ``repeats`` x 100 hits, imported from a raw .bin."""
+    folder.mkdir()
+    frames = b"".join(
+        encode_layer_frame(1 + i % 3, encode_v4(i % 4, i % 32, (i * 7) % 32, 0, i, i % 8, 2, 1,
+                                                i + 9, 3, 4), i * 1000)
+        for i in range(100))
+    (folder / "run.bin").write_bytes(frames * repeats)
+    import_bin(folder / "run.bin", folder / "run.apx")
+    return folder / "run.apx"
+
+
+def _convert_peak(path, out) -> int:
+    tracemalloc.start()
+    try:
+        assert main(["convert", str(path), "--format", out.suffix[1:], "-o", str(out)]) == 0
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npy"])
+def test_converting_an_astep_run_needs_the_same_memory_whatever_its_length(tmp_path,
+                                                                           monkeypatch, fmt):
+    monkeypatch.setattr(fileio, "_CHUNK", 64 << 10)  # the reader's window (files are small)
+    short = astep_run(tmp_path / "short", 500)
+    long = astep_run(tmp_path / "long", 2000)
+    hits = read_astep_hits(long)
+    assert len(hits) == 200_000
+    peak_short = _convert_peak(short, tmp_path / "short" / f"out.{fmt}")
+    out = tmp_path / "long" / f"out.{fmt}"
+    peak_long = _convert_peak(long, out)
+    assert peak_long < 1.3 * peak_short  # four times the hits; not four times the memory
+    assert peak_long < hits.nbytes / 3
+    if fmt == "npy":  # streamed, yet what numpy.save writes for the whole array
+        whole = tmp_path / "whole.npy"
+        np.save(whole, hits)
+        assert out.read_bytes() == whole.read_bytes()
+    else:
+        _, rows = read_astep_csv(out)
+        assert np.array_equal(rows, hits)

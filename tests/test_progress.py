@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from astropix_hil.astep_files import import_bin
+from astropix_hil.astep_fmt import encode_layer_frame, encode_v4
 from astropix_hil.cli.progress import StatusLine, fit
 from astropix_hil.fileio import write_apx
 from astropix_hil.fmt import AstroPix4Readout
@@ -137,6 +139,18 @@ def test_convert_shows_a_bar_on_a_terminal_and_clears_it(run_file, tmp_path):
     assert status == 0
     assert BAR.search(output) and "convert" in output  # done/total and a rate were drawn
     assert Screen(80).feed(output).text() == [f"20000 hits written to {tmp_path / 'x.csv'}"]
+
+
+def test_converting_an_astep_run_moves_its_bar(tmp_path):
+    frame = encode_layer_frame(1, encode_v4(0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0), 5)
+    (tmp_path / "run.bin").write_bytes(frame * 400_000)  # over a second of work
+    import_bin(tmp_path / "run.bin", tmp_path / "run.apx", read_bytes=1024)
+    status, output = run_on_pty(["convert", str(tmp_path / "run.apx"),
+                                 "-o", str(tmp_path / "x.csv")], 100)
+    assert status == 0, output
+    drawn = [int(percent) for percent in re.findall(r"(\d+)%\|", output)]
+    assert drawn and max(drawn) > 0, output  # the bar moved as the run was decoded
+    assert Screen(100).feed(output).text() == [f"400000 rows written to {tmp_path / 'x.csv'}"]
 
 
 LONG_COMMANDS = ["convert", "info", "emulate", "import-log", "send"]

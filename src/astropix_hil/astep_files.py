@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TextIO
 
 import numpy as np
@@ -27,6 +27,7 @@ from .astep_fmt import (
 )
 from .errors import FormatError
 from .fileio import ApxReader, ApxWriter, read_header
+from .fmt import READOUT_HEADER
 from .hitcsv import header_line
 
 #: Bytes per readout when importing a ``.bin`` (its read boundaries are not recorded).
@@ -78,8 +79,15 @@ def iter_readouts(path: str | os.PathLike) -> Iterator[AstepReadout]:
 
 
 def iter_hits(path: str | os.PathLike, chip: str | None = None, byteorder: str | None = None,
-              batch: int = 256, tot_ns: float | None = None) -> Iterator[Decoded]:
-    """Decode an A-STEP ``.apx`` in batches of readouts, partial frames carried along."""
+              batch: int = 256, tot_ns: float | None = None,
+              batch_bytes: int = 64 << 10,
+              progress: Callable[[int], object] | None = None) -> Iterator[Decoded]:
+    """Decode an A-STEP ``.apx`` in batches of readouts (at most ``batch`` readouts, or
+    ``batch_bytes`` of their data, whichever comes first), partial frames carried along.
+
+    ``progress`` is called after each batch with the bytes of the file it took (readout
+    headers and data), e.g. a progress bar's ``update``.
+    """
     header = read_header(path)
     if not is_astep(header):
         raise FormatError(f"readout_uid {header.get('readout_uid')} is not A-STEP's "
@@ -88,17 +96,24 @@ def iter_hits(path: str | os.PathLike, chip: str | None = None, byteorder: str |
     extra = b""
     pending: list[tuple[bytes, int, int]] = []
 
+    pending_bytes = 0
+
     def flush() -> Decoded:
-        nonlocal extra
+        nonlocal extra, pending_bytes
         result = decode_readouts(pending, chip=chip, byteorder=byteorder, extra_bytes=extra,
                                  tot_ns=tot_ns)
         extra = result.extra_bytes
+        if progress is not None:
+            progress(pending_bytes + READOUT_HEADER.size * len(pending))
         pending.clear()
+        pending_bytes = 0
         return result
 
     for readout in iter_readouts(path):
-        pending.append((readout.data(), readout.readout_id, readout.timestamp))
-        if len(pending) >= batch:
+        data = readout.data()
+        pending.append((data, readout.readout_id, readout.timestamp))
+        pending_bytes += len(data)
+        if len(pending) >= batch or pending_bytes >= batch_bytes:
             yield flush()
     if pending:
         yield flush()

@@ -7,10 +7,11 @@ shortest round-trip ``repr``, as the reference does).
 
 from __future__ import annotations
 
+import io
 import json
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any, TextIO
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
@@ -37,19 +38,27 @@ def format_rows(hits: np.ndarray) -> str:
     numpy digit arithmetic, a whole column at a time; a float column holding values other than
     multiples of 0.05 (``tot_us`` always is one) is formatted row by row instead.
     """
+    return b"".join(row_blocks(hits)).decode("ascii")
+
+
+def row_blocks(hits: np.ndarray) -> Iterator[bytes]:
+    """The rows of :func:`format_rows` as ASCII bytes, a block of rows at a time (a writer to
+    a binary file skips joining and decoding the whole text)."""
     if len(hits) == 0:
-        return ""
+        return
     plans = []
     for name in HIT_COLUMNS:
         column = hits[name]
         if column.dtype.kind == "f":
             whole, cents = _twentieths(column)
             if whole is None:
-                return _format_rows_python(hits)
+                yield _format_rows_python(hits).encode("ascii")
+                return
             plans.append((whole, cents, _width(whole) + 3))
         else:
             if column.dtype.kind == "i" and column.min() < 0:
-                return _format_rows_python(hits)
+                yield _format_rows_python(hits).encode("ascii")
+                return
             plans.append((column, None, _width(column)))
     # Characters by position in the row, one row of the table per position (contiguous
     # writes); 0 marks an unused cell, dropped at the end.
@@ -69,11 +78,9 @@ def format_rows(hits: np.ndarray) -> str:
         at += width + 1
     table[-1] = ord("\n")
     # Rows of text, a block at a time (the transposed block stays in the processor's cache).
-    parts = []
     for i in range(0, table.shape[1], _BLOCK_ROWS):
         text = np.ascontiguousarray(table[:, i:i + _BLOCK_ROWS].T).ravel()
-        parts.append(text[text != 0].tobytes())
-    return b"".join(parts).decode("ascii")
+        yield text[text != 0].tobytes()
 
 
 def _format_rows_python(hits: np.ndarray) -> str:
@@ -119,15 +126,31 @@ def _twentieths(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | tuple[Non
     return whole, ((k - whole * np.uint64(20)) * np.uint64(5)).astype(np.uint32)
 
 
-def write_hits_csv(stream: TextIO, chunks: Iterable[np.ndarray],
+def write_hits_csv(stream: TextIO | BinaryIO, chunks: Iterable[np.ndarray],
                    header: Mapping[str, Any] | None = None) -> int:
-    """Write a header comment (if given), the column line and every hit; return the hit count."""
+    """Write a header comment (if given), the column line and every hit; return the hit count.
+
+    ``stream`` is a text stream, or a binary one (faster: the rows are written as the ASCII
+    bytes they are built as; the header line is UTF-8).
+    """
+    if isinstance(stream, io.TextIOBase):
+        text = stream
+        if header is not None:
+            text.write(header_line(header))
+        text.write(column_line())
+        count = 0
+        for hits in chunks:
+            text.write(format_rows(hits))
+            count += len(hits)
+        return count
+    binary: Any = stream
     if header is not None:
-        stream.write(header_line(header))
-    stream.write(column_line())
+        binary.write(header_line(header).encode("utf-8"))
+    binary.write(column_line().encode("ascii"))
     count = 0
     for hits in chunks:
-        stream.write(format_rows(hits))
+        for block in row_blocks(hits):
+            binary.write(block)
         count += len(hits)
     return count
 

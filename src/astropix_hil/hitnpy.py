@@ -16,28 +16,30 @@ from numpy.lib import format as npy_format
 from .fmt import HIT_DTYPE
 
 
-def _header(count: int) -> dict:
-    return {"descr": npy_format.dtype_to_descr(HIT_DTYPE), "fortran_order": False,
+def _header(count: int, dtype: np.dtype) -> dict:
+    return {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False,
             "shape": (count,)}
 
 
-def write_hits_npy(stream: BinaryIO, chunks: Iterable[np.ndarray]) -> int:
-    """Write hit arrays (dtype :data:`~astropix_hil.fmt.HIT_DTYPE`) as one ``.npy`` array;
-    return the hit count. A stream that cannot seek (a pipe) gets the chunks joined first."""
+def write_hits_npy(stream: BinaryIO, chunks: Iterable[np.ndarray],
+                   dtype: np.dtype = HIT_DTYPE) -> int:
+    """Write hit arrays of ``dtype`` (default :data:`~astropix_hil.fmt.HIT_DTYPE`) as one
+    ``.npy`` array; return the hit count. A stream that cannot seek (a pipe) gets the chunks
+    joined first."""
     if not stream.seekable():
-        hits = np.concatenate([*chunks, np.empty(0, dtype=HIT_DTYPE)])
+        hits = np.concatenate([*chunks, np.empty(0, dtype=dtype)])
         np.save(stream, hits)
         return len(hits)
     start = stream.tell()
-    npy_format.write_array_header_1_0(stream, _header(0))
+    npy_format.write_array_header_1_0(stream, _header(0, dtype))
     count = 0
     for hits in chunks:
-        stream.write(np.ascontiguousarray(hits, dtype=HIT_DTYPE).tobytes())
+        stream.write(np.ascontiguousarray(hits, dtype=dtype).tobytes())
         count += len(hits)
     end = stream.tell()
     stream.seek(start)
-    npy_format.write_array_header_1_0(stream, _header(count))
-    if stream.tell() != start + (end - start) - count * HIT_DTYPE.itemsize:
+    npy_format.write_array_header_1_0(stream, _header(count, dtype))
+    if stream.tell() != start + (end - start) - count * dtype.itemsize:
         raise AssertionError("the .npy header changed length")  # numpy reserves the room
     stream.seek(end)
     return count

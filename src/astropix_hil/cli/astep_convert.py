@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..astep_files import (
-    MATCHED_DTYPE,
-    decoding_of,
-    export_bin,
-    iter_hits,
-    match_rows_columns,
-    write_astep_csv,
-)
-from ..astep_fmt import HIT_DTYPE, V3_HIT_DTYPE
 from ..errors import ApxHilError
 from .argtypes import int_range, non_negative_int
 
@@ -38,34 +30,52 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                             "(default 6 15)")
 
 
-def convert(args: argparse.Namespace, header: dict, output: str) -> int:
-    """Convert an A-STEP ``.apx``; return the row (or byte) count written."""
+def convert(args: argparse.Namespace, header: dict, output: str,
+            progress: Callable[[int], object] | None = None) -> int:
+    """Convert an A-STEP ``.apx``; return the row (or byte) count written.
+
+    Hits are written a batch of readouts at a time (memory bounded by a batch), except with
+    ``--match``, which pairs halves across the whole run. ``progress`` is told the bytes of
+    the file decoded.
+    """
+    # Imported here: most conversions are of AstroPix4 runs, and every module imported is
+    # start-up time of the whole process.
+    from ..astep_files import (
+        MATCHED_DTYPE,
+        decoding_of,
+        export_bin,
+        iter_hits,
+        match_rows_columns,
+        write_astep_csv,
+    )
+    from ..astep_fmt import HIT_DTYPE, V3_HIT_DTYPE
+    from ..hitnpy import write_hits_npy
+
     if args.format == "bin":
         if output == "-":
             return export_bin(args.apx, sys.stdout.buffer)
         with open(output, "wb") as stream:
             return export_bin(args.apx, stream)
+    if args.format not in ("csv", "npy"):
+        raise ApxHilError(f"--format {args.format} is not available for A-STEP runs "
+                          "(csv, npy or bin)")
     chip, order = decoding_of(header, args.chip, args.ts_byteorder)
     if args.match and chip != "v3":
         raise ApxHilError("--match pairs AstroPix v3 half-hits; this run is decoded as v4 "
                           "(use --chip v3 if it holds v3 frames)")
     dtype = HIT_DTYPE if chip == "v4" else V3_HIT_DTYPE
-    chunks = [d.hits for d in iter_hits(args.apx, chip, order)]
-    hits = np.concatenate([np.empty(0, dtype=dtype), *chunks])
+    decoded = iter_hits(args.apx, chip, order, progress=progress)
+    chunks: Iterator[np.ndarray] = (d.hits for d in decoded)
     if args.match:
-        hits, dtype = match_rows_columns(hits, tuple(args.ts_window),
-                                         tuple(args.tot_window)), MATCHED_DTYPE
+        hits = np.concatenate([np.empty(0, dtype=dtype), *chunks])
+        chunks, dtype = iter([match_rows_columns(hits, tuple(args.ts_window),
+                                                 tuple(args.tot_window))]), MATCHED_DTYPE
     if args.format == "npy":
         if output == "-":
-            np.save(sys.stdout.buffer, hits)
-        else:
-            with open(output, "wb") as stream:  # a path would get .npy appended
-                np.save(stream, hits)
-        return len(hits)
-    if args.format != "csv":
-        raise ApxHilError(f"--format {args.format} is not available for A-STEP runs "
-                          "(csv, npy or bin)")
+            return write_hits_npy(sys.stdout.buffer, chunks, dtype)
+        with open(output, "wb") as stream:  # a path would get .npy appended
+            return write_hits_npy(stream, chunks, dtype)
     if output == "-":
-        return write_astep_csv(sys.stdout, [hits], header, dtype)
+        return write_astep_csv(sys.stdout, chunks, header, dtype)
     with open(output, "w", encoding="utf-8", newline="") as stream:
-        return write_astep_csv(stream, [hits], header, dtype)
+        return write_astep_csv(stream, chunks, header, dtype)

@@ -7,11 +7,11 @@ import argparse
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..astep_files import is_astep
+from ..astep_fmt import ASTEP_UID
 from ..errors import ApxHilError
 from ..fileio import ReadReport, iter_hit_chunks, read_header
 from ..hitcsv import write_hits_csv
@@ -63,7 +63,7 @@ def _hits(path: str, report: ReadReport, bar: Any) -> Iterator[np.ndarray]:
         yield chunk.hits
 
 
-def _write_hits(stream: BinaryIO | TextIO, args: argparse.Namespace, header: dict,
+def _write_hits(stream: BinaryIO, args: argparse.Namespace, header: dict,
                 chunks: Iterator[np.ndarray]) -> int:
     if args.format == "npy":
         return write_hits_npy(stream, chunks)
@@ -71,11 +71,11 @@ def _write_hits(stream: BinaryIO | TextIO, args: argparse.Namespace, header: dic
 
 
 def _convert(output: str, args: argparse.Namespace, header: dict,
-             chunks: Iterator[np.ndarray]) -> tuple[int, str]:
+             chunks: Iterator[np.ndarray], bar: Any) -> tuple[int, str]:
     """Write the conversion to ``output`` (a path, or ``-`` for stdout); the count written
     and what it counts."""
-    if is_astep(header):
-        count = astep_convert.convert(args, header, output)
+    if header.get("readout_uid") == ASTEP_UID:
+        count = astep_convert.convert(args, header, output, bar.update)
         return count, "bytes" if args.format == "bin" else "rows"
     if args.format == "bin":
         raise ApxHilError("--format bin is for A-STEP runs (readout_uid 4100) only")
@@ -84,12 +84,9 @@ def _convert(output: str, args: argparse.Namespace, header: dict,
             raise ApxHilError(f"--format {args.format} writes a file, not stdout: give -o")
         return TABLE_WRITERS[args.format](output, chunks, header), "hits"
     if output == "-":
-        stream = sys.stdout.buffer if args.format == "npy" else sys.stdout
-        return _write_hits(stream, args, header, chunks), "hits"
-    if args.format == "npy":
-        with open(output, "wb") as stream:
-            return _write_hits(stream, args, header, chunks), "hits"
-    with open(output, "w", encoding="utf-8", newline="") as stream:
+        sys.stdout.flush()
+        return _write_hits(sys.stdout.buffer, args, header, chunks), "hits"
+    with open(output, "wb") as stream:
         return _write_hits(stream, args, header, chunks), "hits"
 
 
@@ -100,10 +97,10 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(os.path.getsize(args.apx), "B", "convert", args.quiet) as bar:
         chunks = _hits(args.apx, report, bar)
         if output == "-":
-            _convert(output, args, header, chunks)
+            _convert(output, args, header, chunks, bar)
         else:
             with atomic_output(output, args.force, inputs=[args.apx]) as temporary:
-                count, unit = _convert(temporary, args, header, chunks)
+                count, unit = _convert(temporary, args, header, chunks, bar)
     if output != "-":
         print(f"{count} {unit} written to {output}", file=sys.stderr)
     if report.damaged_bytes:
