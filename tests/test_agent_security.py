@@ -19,6 +19,7 @@ import pytest
 
 from astropix_hil import agent
 from astropix_hil.agent import AgentClient, proof, session_key
+from astropix_hil.agent.policy import confined_path, open_beneath
 from astropix_hil.errors import AgentError, AgentProtocolError
 
 TOKEN = b"0123456789abcdef0123456789abcdef"
@@ -114,6 +115,27 @@ def test_file_operations_refuse_every_path_that_resolves_outside_the_workdir(sta
     assert sorted(p.name for p in outside.iterdir()) == ["secret"]
     assert not os.path.lexists(os.path.join(home, "apx-hil-agent-test"))
     assert (work / "link-out").is_symlink() and (work / "dir-out").is_symlink()
+
+
+def test_a_directory_swapped_for_a_symlink_after_the_check_creates_nothing_outside(tmp_path):
+    # The race of a client that swaps a checked directory for a symlink before the write
+    # opens its file, played in order: the path is resolved, then the swap, then the open.
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    (work / "sub").mkdir()
+    resolved = confined_path(str(work), "sub/deeper/new.bin")
+    (work / "sub").rmdir()
+    (work / "sub").symlink_to(outside)
+    with pytest.raises(AgentError, match="became a symlink"):
+        open_beneath(str(work), resolved, os.O_WRONLY | os.O_CREAT, make_dirs=True)
+    assert list(outside.iterdir()) == []  # not even an empty file or directory
+    # Unswapped, the same call makes the missing directories and the file, inside.
+    (work / "sub").unlink()
+    os.close(open_beneath(str(work), resolved, os.O_WRONLY | os.O_CREAT, make_dirs=True))
+    assert (work / "sub" / "deeper" / "new.bin").is_file()
+    with pytest.raises(AgentError, match="outside the work directory"):
+        open_beneath(str(work), str(outside / "x"), os.O_WRONLY | os.O_CREAT)
 
 
 # -- programs and environment ---------------------------------------------------------------

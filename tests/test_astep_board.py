@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import tracemalloc
+
 import numpy as np
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -17,6 +21,7 @@ from astropix_hil.boards.astep.protocol import (
 )
 from astropix_hil.boards.astep.registers import REGISTERS, Access, layer_reg, reg
 from astropix_hil.emulator.astep import AstepChips, AstepChipsConfig
+from astropix_hil.errors import EmulatorError
 
 from .astep_reference import reference_hits
 
@@ -35,6 +40,7 @@ def make_board(layers=1, chips=1, rate=50_000.0, seed=1, **kw) -> tuple[AstepBoa
     clock = Clock()
     anomalies = kw.pop("anomalies", {})
     config = AstepChipsConfig(layers=layers, chips=chips, rate=rate, anomalies=anomalies)
+    kw.setdefault("truth", True)  # the tests compare reads with it
     return AstepBoard(AstepChips(config, seed), clock=clock, **kw), clock
 
 
@@ -314,3 +320,44 @@ def test_a_stalled_layer_delivers_its_hits_late_and_exactly():
         reads += drain(board)
     assert reads
     assert_reads_equal_truth(board, reads)
+
+
+def serve_ms(board: AstepBoard, clock: Clock, ms: int) -> int:
+    """Read the FIFO empty every millisecond of board time for ``ms`` ms; the reads made."""
+    reads = 0
+    for _ in range(ms):
+        clock.now += MS
+        reads += len(drain(board))
+    return reads
+
+
+def test_the_truth_is_kept_only_when_asked_and_a_streamed_one_costs_no_memory(tmp_path):
+    boards = {target: make_board(layers=2, chips=2, rate=50_000, seed=3, truth=target)
+              for target in (None, True, tmp_path / "t.csv")}
+    for board, clock in boards.values():
+        start(board, 2)
+        serve_ms(board, clock, 100)  # warm-up
+    grown = {}
+    for target, (board, clock) in boards.items():
+        if target is True:
+            serve_ms(board, clock, 1000)
+            continue
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            serve_ms(board, clock, 1000)
+            grown[target] = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    kept, _ = boards[True]
+    streamed, _ = boards[tmp_path / "t.csv"]
+    # 1.1 s at 50k hits/s: ~55k hits, megabytes of truth if it were kept.
+    assert kept.stats.hits_served == len(kept.truth()) > 40_000
+    assert all(b.stats.hits_served == kept.stats.hits_served for b, _ in boards.values())
+    assert max(grown.values()) < 300_000, grown
+    with pytest.raises(EmulatorError, match="truth=True"):
+        boards[None][0].truth()
+    assert streamed.close_truth() == kept.stats.hits_served
+    expected = io.StringIO()
+    kept.write_truth_csv(expected)
+    assert (tmp_path / "t.csv").read_text() == expected.getvalue()

@@ -40,7 +40,8 @@ def emulated_port(url: str = "apxemu://?seed=7&mode=poisson&rate=20000", *,
         options, _ = astropix_hil.urlhandler.protocol_apxemu.parse_url(url)
         port.board = VirtualBoard.from_options(clock=clock, pull_interval=0, truth=True,
                                                **options)
-    port.board.release_spi_master()  # as the DAQ's start-up does
+    with port.lock:  # the port's helper may be moving the board on
+        port.board.release_spi_master()  # as the DAQ's start-up does
     return port
 
 
@@ -199,7 +200,8 @@ def test_stray_bytes_are_drained_and_no_wrong_readout_is_returned():
 def test_short_replies_time_out_and_are_counted_as_lost():
     link = open_link("apxemu://?seed=2&mode=poisson&rate=20000&short_every=5",
                      reply_timeout=0.1)
-    link.port.board.release_spi_master()
+    with link.port.lock:
+        link.port.board.release_spi_master()
     failures = 0
     for _ in range(60):
         try:

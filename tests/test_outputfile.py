@@ -93,6 +93,19 @@ def test_convert_and_import_log_refuse_an_existing_output_without_force(tmp_path
     assert len(read_hits(out)) == 1
 
 
+def test_recv_refuses_an_existing_csv_without_force(tmp_path, capsys):
+    csv = tmp_path / "hits.csv"
+    csv.write_text("precious")
+    listen = ["recv", "--group", "239.255.0.77", "--port", "45977", "--interface", "127.0.0.1",
+              "--duration", "0.1", "--quiet", "--csv", str(csv)]
+    assert main(listen) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exists; use --force" in err[0]
+    assert csv.read_text() == "precious"
+    assert main([*listen, "--force"]) == 0
+    assert csv.read_text() == ""  # this run heard nothing: no old hits are left to mislead
+
+
 def test_import_log_refuses_to_replace_the_log(tmp_path, capsys):
     log = tmp_path / "run.log"
     log.write_text(LOG)

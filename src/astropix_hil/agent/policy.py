@@ -10,6 +10,7 @@ file, a symlink named like an allowed program) is refused.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -45,6 +46,41 @@ def confined_path(workdir: str, path: Any) -> str:
         raise PathOutsideError(f"path {path!r} resolves to {resolved}, outside the work "
                                f"directory {workdir}")
     return resolved
+
+
+def open_beneath(workdir: str, resolved: str, flags: int, mode: int = 0o644, *,
+                 make_dirs: bool = False) -> int:
+    """Open ``resolved`` (a path inside ``workdir`` from :func:`confined_path`) one component
+    at a time from a descriptor of ``workdir``, following no symlink; with ``make_dirs``,
+    missing directories are made on the way.
+
+    A component swapped for a symlink since the path was resolved makes the open fail (raise
+    :class:`PathOutsideError`) before anything is created: nothing is made outside, not even
+    an empty file.
+    """
+    relative = os.path.relpath(resolved, workdir)
+    if not is_inside(workdir, resolved) or relative.startswith(os.pardir):
+        raise PathOutsideError(f"{resolved} is outside the work directory {workdir}")
+    *directories, name = relative.split(os.sep)
+    at = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for directory in directories:
+            if make_dirs:
+                try:
+                    os.mkdir(directory, 0o755, dir_fd=at)
+                except FileExistsError:
+                    pass
+            inner = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=at)
+            os.close(at)
+            at = inner
+        return os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=at)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise PathOutsideError(f"{resolved}: a component became a symlink or a file since "
+                                   "the path was checked; refused") from None
+        raise
+    finally:
+        os.close(at)
 
 
 def is_inside(workdir: str, resolved: str) -> bool:

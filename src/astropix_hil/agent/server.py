@@ -28,6 +28,7 @@ from .policy import (
     fd_path,
     finite_number,
     is_inside,
+    open_beneath,
     resolve_allow,
     resolve_program,
 )
@@ -291,14 +292,10 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def _op_write_file(self, req: dict[str, Any]) -> dict[str, Any]:
         path = self._path(req.get("path"))
         data = _unb64(req.get("data"))
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        if os.path.realpath(parent) != parent:
-            raise AgentError(f"path {req.get('path')!r}: a directory changed while it was "
-                             "made")
-        # O_NOFOLLOW: a symlink put in place since the path was resolved is not followed.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
-                     | (os.O_APPEND if req.get("append") else 0), 0o644)
+        # Component by component, no symlink followed: a directory swapped for a symlink since
+        # the path was resolved cannot make us create anything outside the work directory.
+        fd = open_beneath(self.workdir, path, os.O_WRONLY | os.O_CREAT
+                          | (os.O_APPEND if req.get("append") else 0), make_dirs=True)
         with os.fdopen(fd, "wb") as stream:
             self._check_open(fd, path)
             if not req.get("append"):

@@ -2,13 +2,15 @@
 run costs no memory), in memory (for tests that compare it as an array), or streamed to a CSV
 file read by read (flat memory at any run length).
 
-The CSV has the columns of ``apx-hil convert`` (:mod:`astropix_hil.hitcsv`), without a ``#``
-header line.
+The CSV has the columns of ``apx-hil convert`` for the board's hits (AstroPix4's by default,
+:mod:`astropix_hil.hitcsv`; a board of another chip gives its dtype and row formatter), without
+a ``#`` header line.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TextIO
 
 import numpy as np
@@ -25,8 +27,11 @@ TruthTarget = bool | str | os.PathLike | TextIO | None
 class TruthStore:
     """The truth of the reads served so far, kept as ``target`` says (see :data:`TruthTarget`)."""
 
-    def __init__(self, target: TruthTarget = None) -> None:
+    def __init__(self, target: TruthTarget = None, *, dtype: np.dtype = HIT_DTYPE,
+                 rows: Callable[[np.ndarray], str] = format_rows) -> None:
         self.in_memory = target is True
+        self.dtype = dtype
+        self._rows = rows
         self._chunks: list[np.ndarray] = []
         self._stream: TextIO | None = None
         self._owned = False
@@ -38,7 +43,8 @@ class TruthStore:
         elif target is not None and not isinstance(target, bool):
             self._stream = target
         if self._stream is not None:
-            self._stream.write(column_line())
+            self._stream.write(column_line() if dtype == HIT_DTYPE
+                               else ",".join(dtype.names or ()) + "\n")
 
     @property
     def kept(self) -> bool:
@@ -51,7 +57,7 @@ class TruthStore:
         if self.in_memory:
             self._chunks.append(hits)
         elif self._stream is not None and len(hits):
-            self._stream.write(format_rows(hits))
+            self._stream.write(self._rows(hits))
 
     def hits(self) -> np.ndarray:
         """Every hit added, in order (only when kept in memory)."""
@@ -60,7 +66,7 @@ class TruthStore:
                                 "(or stream the truth to a file)")
         if len(self._chunks) > 1:
             self._chunks = [np.concatenate(self._chunks)]
-        return self._chunks[0].copy() if self._chunks else np.empty(0, dtype=HIT_DTYPE)
+        return self._chunks[0].copy() if self._chunks else np.empty(0, dtype=self.dtype)
 
     def close(self) -> None:
         """Flush the stream (and close it if this store opened it)."""

@@ -116,12 +116,12 @@ def open_truth(args: argparse.Namespace, outputs: ExitStack) -> str | None:
 
 
 def make_board(args: argparse.Namespace, truth: str | None = None):
-    """The board the options of :func:`add_board_options` describe; a Nexys virtual board
+    """The board the options of :func:`add_board_options` describe; an emulated board
     streams its truth to ``truth`` as reads are served."""
     if args.profile == "astep":
         if args.replay:
             raise ApxHilError("--replay is for the nexys profile only")
-        return make_astep_board(args)
+        return make_astep_board(args, truth)
     if args.replay:
         board = replay_board(args)
     else:
@@ -141,11 +141,9 @@ def finish_board(board, args: argparse.Namespace, truth: str | None) -> dict:
     """Complete the truth (if asked); the board's summary (truth and statistics)."""
     if isinstance(board, ReplayBoard):
         hits = write_replay_truth(board, truth) if truth else None
-    elif isinstance(board, VirtualBoard):
+    else:  # the emulated boards stream their truth as they serve reads
         count = board.close_truth()
         hits = count if truth else None
-    else:
-        hits = board.write_truth_csv(truth) if truth else None
     exact = getattr(board, "truth_exact", True)
     return {"truth_file": args.truth, "truth_hits": hits, "truth_exact": exact,
             **board.stats.as_dict()}

@@ -20,6 +20,7 @@ from ..bulk import decode_frames
 from ..fmt import AstroPix4Readout, Decoding, parse_readout
 from ..framing import ReadoutBatch
 from ..hitcsv import column_line, format_rows, header_line
+from ..outputfile import check_output
 from ..sock import DEFAULT_GROUP, DEFAULT_PORT, MulticastReceiver
 from .argtypes import non_negative_float, port_number, positive_float, positive_int
 
@@ -88,7 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hits", action="store_true",
                         help="decode hits (in bulk) and print them under their readout")
     parser.add_argument("--csv", metavar="OUT",
-                        help="write the decoded hits to OUT in the reference CSV layout")
+                        help="write the decoded hits to OUT in the reference CSV layout, as "
+                             "they come (what was received stays there if recv is killed)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --csv file")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print no readouts or hits, only the statistics")
     parser.add_argument("--json", action="store_true",
@@ -122,6 +125,12 @@ class Monitor:
         self.flags = np.zeros(len(Decoding), dtype=np.int64)
         self.extra: dict[str, bytes | None] = {}
         self.csv: TextIO | None = None
+        if args.csv is not None:
+            # Made at once (a run that hears nothing leaves an empty file, not an old one);
+            # "x" without --force: a file made since the check is not overwritten either.
+            self.csv = open(args.csv, "w" if args.force else "x",  # noqa: SIM115
+                            encoding="utf-8", newline="")
+        self._csv_started = False
 
     def batch(self, batch: ReadoutBatch, limit: int | None, receiver: MulticastReceiver) -> int:
         """Handle up to ``limit`` readouts of ``batch``; return how many."""
@@ -176,8 +185,9 @@ class Monitor:
         return result.hits
 
     def _csv(self, hits: np.ndarray, receiver: MulticastReceiver) -> None:
-        if self.csv is None:
-            self.csv = open(self.args.csv, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        assert self.csv is not None
+        if not self._csv_started:
+            self._csv_started = True
             header = receiver.stats.run_header
             if header is not None:
                 self.csv.write(header_line(header))
@@ -208,6 +218,8 @@ class Monitor:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.csv is not None:
+        check_output(args.csv, force=args.force)  # before joining: refused at once
     stop = StopFlag()
     readout_class = AstepReadout if args.profile == "astep" else AstroPix4Readout
     receiver = MulticastReceiver(

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import EmulatorConfigError
-from ..fmt import binary_to_gray
 
 ANOMALIES = ("stall", "burst", "wrong_length", "stray_byte")
 #: Chip counter frequency (Hz) and rollover of the 17-bit counter.
@@ -146,7 +145,7 @@ class AstepChips:
         start = (times * CHIP_CLOCK_HZ // 1_000_000_000) % CHIP_ROLLOVER
         stop = (start + rng.integers(cfg.tot_min, cfg.tot_max + 1, n)) % CHIP_ROLLOVER
         for i, counter in ((1, start), (2, stop)):
-            gray = np.array([binary_to_gray(int(c)) for c in counter], dtype=np.int64)
+            gray = counter ^ (counter >> 1)  # Gray code (fmt.binary_to_gray, vectorised)
             ev[f"ts_coarse{i}"] = gray >> 3
             ev[f"ts_fine{i}"] = gray & 7
             ev[f"ts_neg{i}"] = rng.integers(0, 2, n)

@@ -9,19 +9,29 @@ Link faults, to test what a DAQ does when the line misbehaves, are options of th
 * ``short_every=N``: drop the last byte of every N-th reply.
 
 Bytes written are processed at once; a read waits for the port's timeout only when the reply
-is short, as a real port would.
+is short, as a real port would. While nobody writes, a helper thread moves the board's chip on
+(``board.advance()``, as the pty server's idle hook does), so the first request after any idle
+time is answered at once rather than after the whole backlog is drawn.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.parse
+import weakref
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
+from ..boards.truth import TruthTarget
+from ..outputfile import OutputError, check_output
+
 FAULTS = ("stall_after", "disconnect_after", "garbage_every", "short_every")
+#: A board nobody wrote to for this long is moved on by the port's helper thread.
+IDLE_ADVANCE_S = 0.05
 
 
 def parse_url(url: str, scheme: str) -> tuple[dict[str, str], dict[str, int]]:
@@ -40,6 +50,19 @@ def parse_url(url: str, scheme: str) -> tuple[dict[str, str], dict[str, int]]:
         else:
             board[key] = value
     return board, faults
+
+
+def truth_option(options: dict[str, str], scheme: str) -> TruthTarget:
+    """Take the truth options out of a URL's board options: ``truth=PATH`` streams the truth
+    to a new CSV file (an existing one is refused), ``keep_truth=1`` keeps it in memory."""
+    truth: TruthTarget = options.pop("keep_truth", "0") not in ("", "0")
+    if "truth" in options:
+        truth = options.pop("truth")
+        try:
+            check_output(truth)
+        except OutputError as exc:
+            raise SerialException(f"{scheme}: truth={truth}: {exc}") from None
+    return truth
 
 
 class EmulatedPort(SerialBase):
@@ -64,14 +87,24 @@ class EmulatedPort(SerialBase):
         self.board = self.make_board(options)
         self._rx = bytearray()
         self._requests = 0
+        #: Held while the board works (a request, or the helper moving it on).
+        self.lock = threading.Lock()
+        self._last_request = time.monotonic()
+        self._closed = threading.Event()
         self.is_open = True
+        advance = getattr(self.board, "advance", None)
+        if advance is not None:
+            threading.Thread(target=_advance_while_idle, args=(weakref.ref(self), advance),
+                             name=f"{self.SCHEME} idle", daemon=True).start()
 
     def _reconfigure_port(self) -> None:
         """Nothing to configure: baud rate and framing do not apply."""
 
     def close(self) -> None:
         if self.is_open:
-            self.close_board()
+            self._closed.set()
+            with self.lock:
+                self.close_board()
         self.is_open = False
 
     def _check(self) -> None:
@@ -95,7 +128,9 @@ class EmulatedPort(SerialBase):
         self._check()
         self._requests += 1
         n = self._requests
-        reply = self.board.process(bytes(data))
+        with self.lock:
+            reply = self.board.process(bytes(data))
+            self._last_request = time.monotonic()
         stall, short = self._faults.get("stall_after"), self._faults.get("short_every")
         garbage = self._faults.get("garbage_every")
         if stall is not None and n > stall:
@@ -131,3 +166,27 @@ class EmulatedPort(SerialBase):
 
     def _update_break_state(self) -> None:
         pass
+
+
+def _advance_while_idle(port_ref: Callable[[], EmulatedPort | None],
+                        advance: Callable[[], None]) -> None:
+    """Move the board on whenever nobody wrote for :data:`IDLE_ADVANCE_S`, until the port is
+    closed or dropped (a weak reference: an unclosed port does not live on for the thread)."""
+    while True:
+        port = port_ref()
+        if port is None or port._closed.wait(0) or not port.is_open:
+            return
+        closed, lock = port._closed, port.lock
+        quiet = time.monotonic() - port._last_request
+        del port  # not kept alive while waiting
+        if quiet >= IDLE_ADVANCE_S:
+            with lock:
+                if closed.is_set():
+                    return
+                try:
+                    advance()
+                except Exception:  # the next request meets the same error, where it is handled
+                    return
+            quiet = 0.0
+        if closed.wait(IDLE_ADVANCE_S - quiet):
+            return

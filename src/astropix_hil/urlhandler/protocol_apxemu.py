@@ -13,8 +13,6 @@ from typing import Any
 
 from serial.serialutil import SerialException
 
-from ..boards.truth import TruthTarget
-from ..outputfile import OutputError, check_output
 from . import emulated
 from .emulated import FAULTS  # noqa: F401 - part of this scheme's interface
 
@@ -34,13 +32,7 @@ class Serial(emulated.EmulatedPort):
     def make_board(self, options: dict[str, str]) -> Any:
         from ..boards.nexys.board import VirtualBoard
 
-        truth: TruthTarget = options.pop("keep_truth", "0") not in ("", "0")
-        if "truth" in options:
-            truth = options.pop("truth")
-            try:
-                check_output(truth)
-            except OutputError as exc:
-                raise SerialException(f"apxemu: truth={truth}: {exc}") from None
+        truth = emulated.truth_option(options, SCHEME)
         try:
             return VirtualBoard.from_options(truth=truth, **options)
         except (TypeError, ValueError, OSError) as exc:

@@ -1,8 +1,10 @@
 """``astepemu://``: a virtual A-STEP board in this process, as a pyserial port.
 
 URL: ``astepemu://?layers=3&chips=4&seed=1&rate=1000[&option=value...]``. Board options go to
-:meth:`astropix_hil.boards.astep.board.AstepBoard.from_options`. The link fault options are
-those of :mod:`.emulated`.
+:meth:`astropix_hil.boards.astep.board.AstepBoard.from_options`. The board keeps no truth
+unless asked: ``truth=PATH`` streams it to a new CSV file (closed with the port; an existing
+file is refused), ``keep_truth=1`` keeps it in memory (``port.board.truth()``, for tests).
+The link fault options are those of :mod:`.emulated`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ class Serial(emulated.EmulatedPort):
     def make_board(self, options: dict[str, str]) -> Any:
         from ..boards.astep.board import AstepBoard
 
+        truth = emulated.truth_option(options, SCHEME)
         try:
-            return AstepBoard.from_options(**options)
-        except (TypeError, ValueError) as exc:
+            return AstepBoard.from_options(truth=truth, **options)
+        except (TypeError, ValueError, OSError) as exc:
             raise SerialException(f"astepemu: bad board option: {exc}") from None
+
+    def close_board(self) -> None:
+        self.board.close_truth()

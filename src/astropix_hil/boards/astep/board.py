@@ -38,10 +38,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ...astep_files import format_rows as astep_rows
+from ...astep_files import write_astep_csv
 from ...astep_fmt import BYTEORDERS, HIT_DTYPE, V4_ROLLOVER, V4_TOT_NS, encode_v4
 from ...emulator.astep import EVENT_DTYPE, STRAY, WRONG_LENGTH, AstepChips, AstepChipsConfig
 from ...errors import EmulatorConfigError
 from ...fmt import gray_to_binary
+from ..truth import TruthStore, TruthTarget
 from .configstream import ConfigRecord, SpiDecoder, SrDecoder
 from .protocol import Request, RequestParser
 from .registers import (
@@ -74,7 +77,7 @@ LITTLE_ENDIAN_VERSION = 25030501
 
 
 _F = EVENT_DTYPE.names
-_DELIVER, _LAYER, _POSITION = _F.index("deliver_ns"), _F.index("layer"), _F.index("position")
+_DELIVER, _POSITION = _F.index("deliver_ns"), _F.index("position")
 _ROW, _KIND, _STRAY = _F.index("row"), _F.index("kind"), _F.index("stray")
 assert _F[_ROW:_ROW + 10] == ("row", "column", "ts_neg1", "ts_coarse1", "ts_fine1", "ts_tdc1",
                               "ts_neg2", "ts_coarse2", "ts_fine2", "ts_tdc2")
@@ -129,11 +132,16 @@ class AstepBoard:
 
     ``byteorder`` is the emulated firmware's FPGA timestamp byte order ("big" since
     2025-11-24; "little" emulates an older build, and HK_FIRMWARE_VERSION says so).
+    ``truth``: what to do with the truth of the reads served
+    (:class:`~astropix_hil.boards.truth.TruthStore`): nothing (default: memory stays flat),
+    ``True`` (kept in memory for :meth:`truth`), or a path or text stream (CSV with
+    ``apx-hil convert``'s A-STEP columns, written read by read; :meth:`close_truth` ends it).
     """
 
     def __init__(self, chips: AstepChips, *, clock: Callable[[], int] | None = None,
                  fifo_size: int = READOUT_FIFO_BYTES, byteorder: str = "big",
-                 chip_buffer: int = CHIP_BUFFER, pull_interval: float = 0.0) -> None:
+                 chip_buffer: int = CHIP_BUFFER, pull_interval: float = 0.0,
+                 truth: TruthTarget = None) -> None:
         if byteorder not in BYTEORDERS:
             raise EmulatorConfigError(f"byteorder={byteorder!r}: must be big or little")
         if fifo_size < 32:
@@ -155,7 +163,7 @@ class AstepBoard:
         self._fifo = bytearray()
         self._fifo_frames: deque[tuple[int, tuple | None]] = deque()  # (end, truth record)
         self._fifo_head = 0  # absolute position of _fifo[0]
-        self._truth: list[np.ndarray] = []
+        self._truth = TruthStore(truth, dtype=HIT_DTYPE, rows=astep_rows)
         self._t0 = self.clock()
         self._ts_base, self._ts_t0 = 0, self._t0
         self._pull_every = int(pull_interval * 1e9)
@@ -170,10 +178,11 @@ class AstepBoard:
                      fifo_size: int | str = READOUT_FIFO_BYTES, byteorder: str = "big",
                      chip_buffer: int | str = CHIP_BUFFER,
                      pull_interval: float | str = REALTIME_PULL_INTERVAL,
-                     **options: Any) -> AstepBoard:
+                     truth: TruthTarget = None, **options: Any) -> AstepBoard:
         """A board from simple (string) options, as ``astepemu://?layers=3&chips=4&seed=1``:
-        ``seed``, ``fifo_size``, ``byteorder``, ``chip_buffer``, ``pull_interval`` and the
-        options of :class:`~astropix_hil.emulator.astep.AstepChipsConfig`."""
+        ``seed``, ``fifo_size``, ``byteorder``, ``chip_buffer``, ``pull_interval``, ``truth``
+        (see the class) and the options of
+        :class:`~astropix_hil.emulator.astep.AstepChipsConfig`."""
         try:
             seed_value, size = int(seed), int(fifo_size)
             buffer, every = int(chip_buffer), float(pull_interval)
@@ -181,7 +190,7 @@ class AstepBoard:
             raise EmulatorConfigError(f"bad board option: {exc}") from None
         config = AstepChipsConfig.from_strings({k: str(v) for k, v in options.items()})
         return cls(AstepChips(config, seed_value), clock=clock, fifo_size=size,
-                   byteorder=byteorder, chip_buffer=buffer, pull_interval=every)
+                   byteorder=byteorder, chip_buffer=buffer, pull_interval=every, truth=truth)
 
     # -- registers ---------------------------------------------------------------------------
 
@@ -297,24 +306,30 @@ class AstepBoard:
         # Each MOSI byte clocks 2 MISO bytes: frames (9 bytes with an idle byte) come out.
         self._drain(n, now=self.clock(), budget=len(data) * 2 // 9)
 
+    def advance(self) -> None:
+        """Move the chips up to now while nobody asks (a server's idle hook): the next request
+        then finds no backlog to work through, however long the board was idle."""
+        self._pull(self.clock())
+
     def _pull(self, now: int) -> None:
         if now < self._next_pull:
             return
         self._next_pull = now + self._pull_every
         events = self.chips.take_until(now - self._t0)
         self.stats.hits_generated += len(events)
-        hold = self._cfg(0) & HOLD
-        chip_reset = self._cfg(0) & RESET
-        for event in events.tolist():  # tuples: field access on numpy records is slow
-            layer = self.layers[event[_LAYER]]
-            if chip_reset:
-                self.stats.hits_lost_reset += 1
-            elif hold:
-                self.stats.hits_lost_hold += 1
-            elif len(layer.waiting) >= self.chip_buffer * layer.chips:
-                self.stats.hits_lost_chip_buffer += 1
-            else:
-                layer.waiting.append(event)
+        if self._cfg(0) & RESET:
+            self.stats.hits_lost_reset += len(events)
+        elif self._cfg(0) & HOLD:
+            self.stats.hits_lost_hold += len(events)
+        elif len(events):
+            # Each layer's chips hold what their buffers take, in time order; the rest of a
+            # backlog is counted lost, not handled hit by hit.
+            of_layer = events["layer"]
+            for n, layer in enumerate(self.layers):
+                mine = events[of_layer == n]
+                room = max(self.chip_buffer * layer.chips - len(layer.waiting), 0)
+                layer.waiting.extend(mine[:room].tolist())  # tuples: fast field access
+                self.stats.hits_lost_chip_buffer += max(len(mine) - room, 0)
         for n in range(3):
             cfg = self._cfg(n)
             if not cfg & RESET and not cfg & DISABLE_AUTOREAD:
@@ -408,13 +423,13 @@ class AstepBoard:
             _, record = self._fifo_frames.popleft()
             if record is not None:
                 records.append(record)
-        rid = self.stats.reads_served
-        hits = np.array([(rid, now, k, *rec) for k, rec in enumerate(records)],
-                        dtype=HIT_DTYPE)
-        self._truth.append(hits)
+        if self._truth.kept:
+            rid = self.stats.reads_served
+            self._truth.add(np.array([(rid, now, k, *rec) for k, rec in enumerate(records)],
+                                     dtype=HIT_DTYPE))
         self.stats.reads_served += 1
         self.stats.bytes_served += take
-        self.stats.hits_served += len(hits)
+        self.stats.hits_served += len(records)
         return data + fill
 
     # -- the protocol --------------------------------------------------------------------------
@@ -483,21 +498,25 @@ class AstepBoard:
         return len(self._fifo)
 
     def truth(self) -> np.ndarray:
-        """Every hit served so far (:data:`~astropix_hil.astep_fmt.HIT_DTYPE`), ``readout_id``
-        = the board's read that carried it (non-empty reads of 0xA3 from 0), ``timestamp`` =
-        board clock (ns) at that read."""
-        return np.concatenate([np.empty(0, dtype=HIT_DTYPE), *self._truth])
+        """Every hit served so far (:data:`~astropix_hil.astep_fmt.HIT_DTYPE`; only for a board
+        made with ``truth=True``), ``readout_id`` = the board's read that carried it (non-empty
+        reads of 0xA3 from 0), ``timestamp`` = board clock (ns) at that read."""
+        return self._truth.hits()
 
     def write_truth_csv(self, output: str | os.PathLike | TextIO,
                         header: dict | None = None) -> int:
         """Write :meth:`truth` as CSV (``apx-hil convert``'s A-STEP columns); return the count."""
-        from ...astep_files import write_astep_csv
-
         hits = self.truth()
         if isinstance(output, str | os.PathLike):
             with open(output, "w", encoding="utf-8", newline="") as stream:
                 return write_astep_csv(stream, [hits], header)
         return write_astep_csv(output, [hits], header)
+
+    def close_truth(self) -> int:
+        """End a streamed truth (flush, and close the file the board opened); return the
+        truth's hit count."""
+        self._truth.close()
+        return self._truth.count
 
 
 __all__ = ["FIRST_BIG_ENDIAN_VERSION", "AstepBoard", "AstepBoardStats"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -115,7 +114,9 @@ def add_board_options(parser: argparse.ArgumentParser) -> None:
                             "firmware of 2025-11-24 on)")
 
 
-def make_board(args: argparse.Namespace):
+def make_board(args: argparse.Namespace, truth: str | None = None):
+    """The A-STEP board of ``apx-hil board --profile astep``; it streams its truth to
+    ``truth`` (a path) as reads are served."""
     from .board import AstepBoard
 
     if args.mode is not None:
@@ -127,13 +128,8 @@ def make_board(args: argparse.Namespace):
             options[name] = getattr(args, name)
     if args.fifo_size is not None:
         options["fifo_size"] = args.fifo_size
-    return AstepBoard.from_options(seed=args.seed, **options)
-
-
-def write_truth(board, path: str | os.PathLike) -> int:
-    return board.write_truth_csv(path)
+    return AstepBoard.from_options(seed=args.seed, truth=truth, **options)
 
 
 __all__ = ["DEFAULT_PORT", "add_board_options", "add_daq_options", "header_fields",
-           "hit_counter", "make_board", "open_run", "readout_factory", "sent_configuration",
-           "write_truth"]
+           "hit_counter", "make_board", "open_run", "readout_factory", "sent_configuration"]
