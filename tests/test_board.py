@@ -215,6 +215,15 @@ def test_undecoded_registers_read_the_last_byte_read_are_logged_and_counted(capl
                                                    logging.WARNING]
 
 
+def test_the_team_test_io_register_is_counted_without_a_warning(caplog):
+    b = board(FakeClock())
+    with caplog.at_level(logging.DEBUG, logger="astropix_hil.boards.nexys.registers"):
+        assert b.process(write_request(0x09, b"\x55")) == b""  # the team's _test_io
+        assert b.process(read_request(0x09, 1)) == b"\x00"  # stale: nothing read before
+    assert b.stats.unknown_register_accesses == 2 and b.stats.unknown_registers == ["0x09"]
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG, logging.DEBUG]
+
+
 def test_writes_to_the_read_fifo_are_ignored():
     clock = FakeClock()
     b = board(clock)
