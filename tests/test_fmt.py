@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from astropix_hil.astep_fmt import HIT_DTYPE as ASTEP_HIT_DTYPE
+from astropix_hil.astep_fmt import AstepHit
 from astropix_hil.errors import BadReadoutHeaderError, LengthMismatchError, TruncatedError
 from astropix_hil.fmt import (
     BIT_REVERSE,
@@ -261,3 +264,17 @@ def test_real_run_decodes_exactly_as_the_reference_csv(real_apx, real_csv):
     rows = [",".join(map(str, h.values())) for h in hits]
     assert len(rows) == 776
     assert rows == expected
+
+
+def test_hits_compare_by_value_within_their_kind_only():
+    readout = AstroPix4Readout(bytes.fromhex("bcbce050fecd067cc500bcbc"), 1, 2)
+    hit = readout.decode()[0]
+    same = AstroPix4Readout(bytes.fromhex("bcbce050fecd067cc500bcbc"), 1, 2).decode()[0]
+    other = AstroPix4Readout(bytes.fromhex("bcbce050fecd067cc500bcbc"), 7, 2).decode()[0]
+    assert hit == same and hash(hit) == hash(same) and hit != other
+    assert hit.as_dict()["readout_id"] == 1 and list(hit.as_dict()) == list(HIT_COLUMNS)
+    assert repr(hit).startswith("AstroPix4Hit(chip_id=0, payload=7, readout_id=1,")
+    astep = AstepHit(np.zeros(1, dtype=ASTEP_HIT_DTYPE)[0])
+    assert astep == AstepHit(np.zeros(1, dtype=ASTEP_HIT_DTYPE)[0])
+    assert astep != hit and hit != astep  # another kind of hit, whatever its values
+    assert repr(astep).startswith("AstepHit(readout_id=0, timestamp=0, decoding_order=0,")

@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .fmt import READOUT_HEADER, READOUT_MAGIC, gray_to_binary
+from .fmt import READOUT_HEADER, READOUT_MAGIC, HitRecord, gray_to_binary
 
 #: Readout class uid of A-STEP readouts in ``.apx`` headers and datagrams.
 ASTEP_UID = 4100
@@ -292,31 +292,19 @@ def decode_v4_word(sensor: bytes, use_negedge: bool = True) -> dict[str, int]:
 
 # -- the readout object ------------------------------------------------------------------------
 
-class AstepHit:
+class AstepHit(HitRecord):
     """One decoded v4 hit of an A-STEP readout; attributes are named as :data:`HIT_COLUMNS`."""
 
     __slots__ = HIT_COLUMNS
+    COLUMNS = HIT_COLUMNS
 
     def __init__(self, record: np.void) -> None:
         for name in HIT_COLUMNS:
             setattr(self, name, record[name].item())
 
     def values(self) -> tuple:
+        """The attribute values in :data:`HIT_COLUMNS` order."""
         return tuple(getattr(self, name) for name in HIT_COLUMNS)
-
-    def as_dict(self) -> dict:
-        return dict(zip(HIT_COLUMNS, self.values(), strict=True))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, AstepHit):
-            return self.values() == other.values()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self.values())
-
-    def __repr__(self) -> str:
-        return "AstepHit(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
 
 
 class AstepReadout:

@@ -328,7 +328,38 @@ def compose_timestamp(ts_coarse: int, ts_fine: int) -> int:
     return gray_to_binary((ts_coarse << 3) | ts_fine)
 
 
-class AstroPix4Hit:
+class HitRecord:
+    """What a decoded hit object offers besides its attributes, from its :meth:`values` in
+    ``COLUMNS`` order: a dict, equality and hashing by value (hits of one kind only), and a
+    repr that lists the values."""
+
+    __slots__ = ()
+
+    #: The attribute names, in the order of :meth:`values` (each hit class sets them).
+    COLUMNS: tuple[str, ...] = ()
+
+    def values(self) -> tuple:
+        """The attribute values in ``COLUMNS`` order."""
+        raise NotImplementedError
+
+    def as_dict(self) -> dict:
+        """The attributes as a dict, in ``COLUMNS`` order."""
+        return dict(zip(self.COLUMNS, self.values(), strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, HitRecord) and other.COLUMNS == self.COLUMNS:
+            return self.values() == other.values()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.as_dict().items())
+        return f"{type(self).__name__}({fields})"
+
+
+class AstroPix4Hit(HitRecord):
     """One decoded AstroPix4 hit; attributes are named as :data:`HIT_COLUMNS`.
 
     Build it from an 8-byte wire word with the readout it came from; ``ts_dec1``/``ts_dec2``
@@ -339,6 +370,8 @@ class AstroPix4Hit:
     """
 
     __slots__ = ("_order", "_readout_id", "_row", "_timestamp", "_word")
+
+    COLUMNS = HIT_COLUMNS
 
     chip_id: int
     payload: int
@@ -407,24 +440,6 @@ class AstroPix4Hit:
     def values(self) -> tuple:
         """The attribute values in :data:`HIT_COLUMNS` order."""
         return self._values()
-
-    def as_dict(self) -> dict:
-        """The attributes as a dict, in :data:`HIT_COLUMNS` order."""
-        return dict(zip(HIT_COLUMNS, self._values(), strict=True))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, AstroPix4Hit):
-            return self._values() == other._values()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={value!r}" for name, value in zip(HIT_COLUMNS,
-                                                                     self._values(),
-                                                                     strict=True))
-        return f"AstroPix4Hit({fields})"
 
 
 _new_object = object.__new__

@@ -103,6 +103,33 @@ class BoardLink(ABC):
             else:
                 time.sleep(0.002)
 
+    def _resync(self, before: int = 0, quiet: float | None = None) -> None:
+        """Drain the line (``before`` bytes were already taken off it) and count a resync."""
+        drained = before + self._drain(quiet)
+        self.stats.resyncs += 1
+        self.stats.garbage_bytes += drained
+        log.warning("%s: resync, %d stray bytes drained", self.name, drained)
+
+    def _request(self, request: bytes, length: int, what: str) -> bytes:
+        """Send ``request``; its reply, up to ``length`` bytes within the reply timeout (fewer:
+        it timed out, which each protocol handles its own way).
+
+        Bytes already waiting are stray (they would be taken for the start of the reply):
+        they are drained first and counted as a resync.
+        """
+        waiting = self._io(what, lambda: self.port.in_waiting)
+        if waiting:
+            self._resync(len(self._io(what, self.port.read, waiting)))
+        self.stats.requests += 1
+        self._io(what, self.port.write, request)
+        return self._read_exact(length) if length else b""
+
+    def _timeout(self, what: str, length: int, got: int) -> LinkTimeoutError:
+        """The error of a reply that stopped short."""
+        self.stats.timeouts += 1
+        return LinkTimeoutError(f"{self.name}: {what}: expected {length} reply bytes, got "
+                                f"{got} within {self.reply_timeout} s")
+
     def _read_exact(self, length: int) -> bytes:
         """Up to ``length`` bytes, reading until they are all in or the reply timeout passes."""
         deadline = time.monotonic() + self.reply_timeout

@@ -66,17 +66,27 @@ def truth_option(options: dict[str, str], scheme: str) -> TruthTarget:
 
 
 class EmulatedPort(SerialBase):
-    """A pyserial port whose other end is a board made by :meth:`make_board`."""
+    """A pyserial port whose other end is a board of :meth:`board_class`, made from the URL's
+    board options (``from_options``, with the truth options of :func:`truth_option`)."""
 
     #: The URL scheme (subclasses set it).
     SCHEME = ""
 
     @abstractmethod
+    def board_class(self) -> Any:
+        """The board class (imported when a port opens: a scheme costs nothing until used)."""
+
     def make_board(self, options: dict[str, str]) -> Any:
-        """The board the URL's board options describe (raise SerialException if bad)."""
+        """The board the URL's board options describe (SerialException if they are bad)."""
+        truth = truth_option(options, self.SCHEME)
+        try:
+            return self.board_class().from_options(truth=truth, **options)
+        except (TypeError, ValueError, OSError) as exc:
+            raise SerialException(f"{self.SCHEME}: bad board option: {exc}") from None
 
     def close_board(self) -> None:
-        """Called when the port closes (e.g. to end a streamed truth)."""
+        """End the board's streamed truth, if any, when the port closes."""
+        self.board.close_truth()
 
     def open(self) -> None:
         if self._port is None:

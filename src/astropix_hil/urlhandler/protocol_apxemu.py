@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from serial.serialutil import SerialException
-
 from . import emulated
 from .emulated import FAULTS  # noqa: F401 - part of this scheme's interface
 
@@ -29,14 +27,7 @@ class Serial(emulated.EmulatedPort):
 
     SCHEME = SCHEME
 
-    def make_board(self, options: dict[str, str]) -> Any:
+    def board_class(self) -> Any:
         from ..boards.nexys.board import VirtualBoard
 
-        truth = emulated.truth_option(options, SCHEME)
-        try:
-            return VirtualBoard.from_options(truth=truth, **options)
-        except (TypeError, ValueError, OSError) as exc:
-            raise SerialException(f"apxemu: bad board option: {exc}") from None
-
-    def close_board(self) -> None:
-        self.board.close_truth()
+        return VirtualBoard

@@ -70,30 +70,21 @@ class AstepLink(BoardLink):
     # -- I/O shell ---------------------------------------------------------------------------
 
     def _resync(self, before: int = 0, quiet: float | None = None) -> None:
-        drained = before + self._drain(quiet)
-        self.stats.resyncs += 1
-        self.stats.garbage_bytes += drained
-        self._size = None
-        log.warning("%s: resync, %d stray bytes drained", self.name, drained)
+        super()._resync(before, quiet)
+        self._size = None  # the read size that came with the last reply is not trusted
 
     def _transact(self, request: bytes, length: int, what: str, probe: bool = False) -> bytes:
         if self._suspect and not probe:
             self._realign()
-        waiting = self._io(what, lambda: self.port.in_waiting)
-        if waiting:
-            self._resync(len(self._io(what, self.port.read, waiting)))
-        self.stats.requests += 1
-        self._io(what, self.port.write, request)
+        reply = self._request(request, length, what)
         if length == 0:
-            return b""
-        reply = self._read_exact(length)
+            return b""  # a write: nothing comes back to check
         if len(reply) < length:
-            self.stats.timeouts += 1
+            error = self._timeout(what, length, len(reply))
             self._suspect = True
             # A late reply must not be taken for the next one: wait for a longer silence.
             self._resync(len(reply), quiet=min(0.5, self.reply_timeout))
-            raise LinkTimeoutError(f"{self.name}: {what}: expected {length} reply bytes, got "
-                                   f"{len(reply)} within {self.reply_timeout} s")
+            raise error
         if self._io(what, lambda: self.port.in_waiting):
             self._suspect = True
             self._resync()

@@ -57,26 +57,12 @@ class NexysLink(BoardLink):
 
     # -- I/O shell ---------------------------------------------------------------------------
 
-    def _resync(self, before: int = 0) -> None:
-        drained = before + self._drain()
-        self.stats.resyncs += 1
-        self.stats.garbage_bytes += drained
-        log.warning("%s: resync, %d stray bytes drained", self.name, drained)
-
     def _transact(self, request: bytes, length: int, what: str) -> bytes:
-        waiting = self._io(what, lambda: self.port.in_waiting)
-        if waiting:  # stray bytes: they would be taken for the start of our reply
-            self._resync(len(self._io(what, self.port.read, waiting)))
-        self.stats.requests += 1
-        self._io(what, self.port.write, request)
-        if length == 0:
-            return b""
-        reply = self._read_exact(length)
+        reply = self._request(request, length, what)
         if len(reply) < length:
-            self.stats.timeouts += 1
+            error = self._timeout(what, length, len(reply))
             self._resync()
-            raise LinkTimeoutError(f"{self.name}: {what}: expected {length} reply bytes, got "
-                                   f"{len(reply)} within {self.reply_timeout} s")
+            raise error
         return reply
 
     # -- protocol ----------------------------------------------------------------------------
