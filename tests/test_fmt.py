@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from astropix_hil.astep_fmt import HIT_DTYPE as ASTEP_HIT_DTYPE
-from astropix_hil.astep_fmt import AstepHit
+from astropix_hil.astep_fmt import AstepHit, AstepReadout
 from astropix_hil.errors import BadReadoutHeaderError, LengthMismatchError, TruncatedError
 from astropix_hil.fmt import (
     BIT_REVERSE,
@@ -278,3 +278,16 @@ def test_hits_compare_by_value_within_their_kind_only():
     assert astep == AstepHit(np.zeros(1, dtype=ASTEP_HIT_DTYPE)[0])
     assert astep != hit and hit != astep  # another kind of hit, whatever its values
     assert repr(astep).startswith("AstepHit(readout_id=0, timestamp=0, decoding_order=0,")
+
+
+def test_readouts_compare_by_bytes_id_and_timestamp_within_their_kind_only():
+    data = bytes.fromhex("bcbce050fecd067cc500bcbc")
+    readout = AstroPix4Readout(data, 1, 2)
+    assert readout == AstroPix4Readout(data, 1, 2) and hash(readout) == hash(
+        AstroPix4Readout(data, 1, 2))
+    assert readout != AstroPix4Readout(data, 1, 3) and readout != AstroPix4Readout(data, 2, 2)
+    astep = AstepReadout(data, 1, 2)
+    assert astep.to_bytes() == readout.to_bytes()  # one serialization for every kind
+    assert astep != readout and readout != astep  # but another kind of readout
+    assert repr(astep) == "AstepReadout(12 bytes, readout_id=1, timestamp=2)"
+    assert repr(readout) == "AstroPix4Readout(12 bytes, readout_id=1, timestamp=2)"

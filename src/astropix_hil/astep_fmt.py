@@ -32,11 +32,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 import numpy as np
 
-from .fmt import READOUT_HEADER, READOUT_MAGIC, HitRecord, gray_to_binary
+from .fmt import HitRecord, ReadoutRecord, gray_to_binary
 
 #: Readout class uid of A-STEP readouts in ``.apx`` headers and datagrams.
 ASTEP_UID = 4100
@@ -307,7 +306,7 @@ class AstepHit(HitRecord):
         return tuple(getattr(self, name) for name in HIT_COLUMNS)
 
 
-class AstepReadout:
+class AstepReadout(ReadoutRecord):
     """One DAQ read of the A-STEP readout FIFO: its bytes exactly as read (``0xff`` can be a
     data byte, so nothing is stripped), a run-local ``readout_id`` and the host ``timestamp``
     in ns. Serialized like every readout (``fe dc ba``, id, timestamp, length, data)."""
@@ -338,16 +337,6 @@ class AstepReadout:
     def _parsed(cls, data: bytes, readout_id: int, timestamp: int) -> AstepReadout:
         return cls(data, readout_id, timestamp)
 
-    @classmethod
-    def uid(cls) -> int:
-        return cls.UID
-
-    def data(self) -> bytes:
-        return self._data
-
-    def hex(self) -> str:
-        return self._data.hex()
-
     def decode(self, extra_bytes: bytes | None = None) -> list[AstepHit]:
         """The v4 hits of this readout (``extra_bytes``: the previous readout's partial frame)."""
         if self._decoded is None:
@@ -368,32 +357,12 @@ class AstepReadout:
         self.decode()
         return self._decoded.extra_bytes or None
 
-    def to_bytes(self) -> bytes:
-        return READOUT_HEADER.pack(READOUT_MAGIC, self.readout_id, self.timestamp,
-                                   len(self._data)) + self._data
-
     @classmethod
     def from_bytes(cls, buffer: bytes) -> AstepReadout:
         from .fmt import AstroPix4Readout
 
         base = AstroPix4Readout.from_bytes(buffer)
         return cls(base.data(), base.readout_id, base.timestamp)
-
-    def write(self, output_file: BinaryIO) -> None:
-        output_file.write(self.to_bytes())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, AstepReadout):
-            return (self._data, self.readout_id, self.timestamp) == \
-                (other._data, other.readout_id, other.timestamp)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self._data, self.readout_id, self.timestamp))
-
-    def __repr__(self) -> str:
-        return (f"AstepReadout({len(self._data)} bytes, readout_id={self.readout_id}, "
-                f"timestamp={self.timestamp})")
 
 
 def count_hits(readouts: Sequence[AstepReadout], byteorder: str = "big") -> int:

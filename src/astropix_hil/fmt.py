@@ -449,7 +449,56 @@ for _index, _name in enumerate(HIT_COLUMNS):
 del _index, _name
 
 
-class AstroPix4Readout:
+class ReadoutRecord:
+    """What every readout class shares: its bytes (``_data``), ``readout_id`` and
+    ``timestamp``, the serialization of ``.apx`` files and datagrams (``fe dc ba``, id,
+    timestamp, length, data), and equality by those three within one readout kind (``UID``)."""
+
+    __slots__ = ()
+
+    #: The readout class uid used in file headers and datagrams (each class sets it).
+    UID = 0
+    _data: bytes
+    readout_id: int
+    timestamp: int
+
+    @classmethod
+    def uid(cls) -> int:
+        """The readout class uid used in file headers and datagrams."""
+        return cls.UID
+
+    def data(self) -> bytes:
+        """The readout's bytes."""
+        return self._data
+
+    def hex(self) -> str:
+        """The data as hexadecimal text."""
+        return self._data.hex()
+
+    def to_bytes(self) -> bytes:
+        """The serialized readout, as in ``.apx`` files and legacy datagrams."""
+        return READOUT_HEADER.pack(READOUT_MAGIC, self.readout_id, self.timestamp,
+                                   len(self._data)) + self._data
+
+    def write(self, output_file: BinaryIO) -> None:
+        """Append the serialized readout to a binary file."""
+        output_file.write(self.to_bytes())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ReadoutRecord) and other.UID == self.UID:
+            return (self._data, self.readout_id, self.timestamp) == \
+                (other._data, other.readout_id, other.timestamp)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self._data, self.readout_id, self.timestamp))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({len(self._data)} bytes, "
+                f"readout_id={self.readout_id}, timestamp={self.timestamp})")
+
+
+class AstroPix4Readout(ReadoutRecord):
     """One readout from the board: its data (trailing ``0xff`` padding stripped), a run-local
     ``readout_id`` and the host ``timestamp`` in ns since the epoch (taken now if None).
     """
@@ -510,19 +559,6 @@ class AstroPix4Readout:
             index += 1  # noqa: SIM113 - enumerate() over zip() costs a tuple per readout
         return readouts
 
-    @classmethod
-    def uid(cls) -> int:
-        """The readout class uid (4000) used in file headers and datagrams."""
-        return cls.UID
-
-    def data(self) -> bytes:
-        """The readout's bytes (trailing padding stripped when built from a board buffer)."""
-        return self._data
-
-    def hex(self) -> str:
-        """The data as hexadecimal text."""
-        return self._data.hex()
-
     def decoded(self) -> bool:
         """True once :meth:`decode` has run."""
         return self._hits is not None
@@ -571,11 +607,6 @@ class AstroPix4Readout:
             self._status = DecodingStatus(self._status)
         return self._status
 
-    def to_bytes(self) -> bytes:
-        """The serialized readout, as in ``.apx`` files and legacy datagrams."""
-        return READOUT_HEADER.pack(READOUT_MAGIC, self.readout_id, self.timestamp,
-                                   len(self._data)) + self._data
-
     @classmethod
     def from_bytes(cls, buffer: bytes) -> AstroPix4Readout:
         """Parse exactly one serialized readout; raise :class:`~astropix_hil.errors.FormatError`
@@ -586,10 +617,6 @@ class AstroPix4Readout:
                 f"readout declares {end - READOUT_HEADER.size} data bytes but "
                 f"{len(buffer) - READOUT_HEADER.size} follow its header", offset=0)
         return readout
-
-    def write(self, output_file: BinaryIO) -> None:
-        """Append the serialized readout to a binary file."""
-        output_file.write(self.to_bytes())
 
     @classmethod
     def from_file(cls, input_file: BinaryIO) -> AstroPix4Readout | None:
@@ -608,18 +635,6 @@ class AstroPix4Readout:
                                  f"only {len(data)} follow")
         return cls._parsed(data, readout_id, timestamp)
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, AstroPix4Readout):
-            return (self._data, self.readout_id, self.timestamp) == \
-                (other._data, other.readout_id, other.timestamp)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self._data, self.readout_id, self.timestamp))
-
-    def __repr__(self) -> str:
-        return (f"AstroPix4Readout({len(self._data)} bytes, readout_id={self.readout_id}, "
-                f"timestamp={self.timestamp})")
 
 
 def parse_readout(buffer: bytes, offset: int) -> tuple[AstroPix4Readout, int]:
