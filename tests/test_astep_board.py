@@ -209,6 +209,8 @@ def test_a_full_fifo_holds_frames_back_and_loses_nothing_it_reports():
         assert read(board, "LAYERS_READOUT_READ_SIZE") <= 16384
     assert board.stats.fifo_full > 0 and board.stats.fifo_max_level > 16384 - 20
     assert board.stats.hits_lost_chip_buffer > 0
+    # The chips hold what their buffers take, no more; the rest was counted lost.
+    assert all(len(layer.waiting) <= board.chip_buffer * layer.chips for layer in board.layers)
     reads = []
     for _ in range(40):
         reads += drain(board)

@@ -277,6 +277,7 @@ def test_hits_compare_by_value_within_their_kind_only():
     astep = AstepHit(np.zeros(1, dtype=ASTEP_HIT_DTYPE)[0])
     assert astep == AstepHit(np.zeros(1, dtype=ASTEP_HIT_DTYPE)[0])
     assert astep != hit and hit != astep  # another kind of hit, whatever its values
+    assert hit.__eq__(astep) is NotImplemented
     assert repr(astep).startswith("AstepHit(readout_id=0, timestamp=0, decoding_order=0,")
 
 

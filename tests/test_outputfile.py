@@ -5,12 +5,14 @@ half-written file (outputs are written under a temporary name and renamed when c
 from __future__ import annotations
 
 import errno
+import io
 import os
 
 import numpy as np
 import pytest
 
-from astropix_hil.cli import main
+from astropix_hil.cli import build_parser, main
+from astropix_hil.cli.recv import Monitor
 from astropix_hil.fileio import ApxReader, read_hits, write_apx
 from astropix_hil.fmt import AstroPix4Readout
 from astropix_hil.outputfile import OutputError, atomic_output, check_output
@@ -104,6 +106,15 @@ def test_recv_refuses_an_existing_csv_without_force(tmp_path, capsys):
     assert csv.read_text() == "precious"
     assert main([*listen, "--force"]) == 0
     assert csv.read_text() == ""  # this run heard nothing: no old hits are left to mislead
+
+
+def test_recv_does_not_overwrite_a_csv_made_after_its_check(tmp_path):
+    csv = tmp_path / "hits.csv"
+    csv.write_text("precious")  # made between recv's check and its opening the file
+    args = build_parser(["recv"]).parse_args(["recv", "--csv", str(csv)])
+    with pytest.raises(FileExistsError):
+        Monitor(args, io.StringIO())
+    assert csv.read_text() == "precious"
 
 
 def test_import_log_refuses_to_replace_the_log(tmp_path, capsys):

@@ -95,7 +95,6 @@ def iter_hits(path: str | os.PathLike, chip: str | None = None, byteorder: str |
     chip, byteorder = decoding_of(header, chip, byteorder)
     extra = b""
     pending: list[tuple[bytes, int, int]] = []
-
     pending_bytes = 0
 
     def flush() -> Decoded:

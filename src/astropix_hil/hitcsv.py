@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO, TextIO
 
 import numpy as np
@@ -130,29 +130,26 @@ def write_hits_csv(stream: TextIO | BinaryIO, chunks: Iterable[np.ndarray],
                    header: Mapping[str, Any] | None = None) -> int:
     """Write a header comment (if given), the column line and every hit; return the hit count.
 
-    ``stream`` is a text stream, or a binary one (faster: the rows are written as the ASCII
-    bytes they are built as; the header line is UTF-8).
+    ``stream`` is a text stream, or a binary one (faster: the rows go out as the ASCII bytes
+    they are built as).
     """
-    if isinstance(stream, io.TextIOBase):
-        text = stream
-        if header is not None:
-            text.write(header_line(header))
-        text.write(column_line())
-        count = 0
-        for hits in chunks:
-            text.write(format_rows(hits))
-            count += len(hits)
-        return count
-    binary: Any = stream
+    write = _bytes_writer(stream)
     if header is not None:
-        binary.write(header_line(header).encode("utf-8"))
-    binary.write(column_line().encode("ascii"))
+        write(header_line(header).encode("utf-8"))
+    write(column_line().encode("ascii"))
     count = 0
     for hits in chunks:
         for block in row_blocks(hits):
-            binary.write(block)
+            write(block)
         count += len(hits)
     return count
+
+
+def _bytes_writer(stream: TextIO | BinaryIO) -> Callable[[bytes], object]:
+    """A function writing bytes to ``stream``, decoding them for a text stream."""
+    if isinstance(stream, io.BufferedIOBase | io.RawIOBase):
+        return stream.write
+    return lambda data: stream.write(data.decode("utf-8"))  # type: ignore[arg-type]
 
 
 def read_hits_csv(path: str | os.PathLike) -> tuple[dict[str, Any] | None, np.ndarray]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import EmulatorError
 from ..fmt import HIT_DTYPE
-from ..hitcsv import column_line, format_rows
+from ..hitcsv import format_rows
 
 #: What a board can be asked to do with its truth: None or False (nothing), True (memory), a
 #: path or an open text stream (CSV, streamed).
@@ -43,8 +43,7 @@ class TruthStore:
         elif target is not None and not isinstance(target, bool):
             self._stream = target
         if self._stream is not None:
-            self._stream.write(column_line() if dtype == HIT_DTYPE
-                               else ",".join(dtype.names or ()) + "\n")
+            self._stream.write(",".join(dtype.names or ()) + "\n")
 
     @property
     def kept(self) -> bool:

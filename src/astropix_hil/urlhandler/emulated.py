@@ -184,7 +184,7 @@ def _advance_while_idle(port_ref: Callable[[], EmulatedPort | None],
     closed or dropped (a weak reference: an unclosed port does not live on for the thread)."""
     while True:
         port = port_ref()
-        if port is None or port._closed.wait(0) or not port.is_open:
+        if port is None:
             return
         closed, lock = port._closed, port.lock
         quiet = time.monotonic() - port._last_request
